@@ -1,0 +1,122 @@
+"""HfLlava configuration (remote-code file: imports only transformers and its siblings).
+
+A LLaVA model is a vision tower + a projector + a causal LLM. Both towers are ordinary transformers configs resolved
+through AutoConfig, so any CLIP/SigLIP vision encoder and any decoder LLM plug in. `model_type` is "hf_llava"
+because transformers owns "llava".
+"""
+
+import re
+from typing import Literal
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+PROJECTOR_PATTERN = re.compile(r"^(?:linear|identity|mlp(\d+)x_gelu)$")
+
+
+def projector_depth(projector_type: str) -> int:
+    """Number of Linear layers of a projector type: identity 0, linear 1, mlpNx_gelu N."""
+    match = PROJECTOR_PATTERN.match(projector_type)
+    if match is None:
+        raise ValueError(
+            f"Unknown projector_type {projector_type!r}: expected 'linear', 'identity' or 'mlpNx_gelu' "
+            "(e.g. 'mlp2x_gelu', LLaVA-1.5's projector)."
+        )
+    if projector_type == "identity":
+        return 0
+    if projector_type == "linear":
+        return 1
+    depth = int(match.group(1))
+    if depth < 1:
+        raise ValueError(f"projector_type {projector_type!r} needs at least one layer")
+    return depth
+
+
+def vision_tower_has_cls(vision_config: PreTrainedConfig) -> bool:
+    """CLIP-style towers prepend a CLS token; SigLIP-style towers do not."""
+    return "siglip" not in vision_config.model_type
+
+
+class HfLlavaConfig(PreTrainedConfig):
+    r"""
+    Configuration of an [`HfLlavaForConditionalGeneration`].
+
+    Args:
+        vision_config: config (or dict with `model_type`) of the vision tower; a full CLIP/SigLIP config is reduced to
+            its vision part.
+        text_config: config (or dict with `model_type`) of the language model.
+        image_token_id: vocabulary id of the `<image>` placeholder; each image occupies `image_seq_length` of them.
+        image_seq_length: features per image. Derived from the vision tower when left `None`.
+        vision_feature_layer: hidden-state index (or list of indices, concatenated) taken from the vision tower.
+        vision_feature_select_strategy: "default" drops the CLS token (CLIP), "full" keeps every position.
+        projector_type: "linear" (LLaVA-1), "mlpNx_gelu" (LLaVA-1.5 uses "mlp2x_gelu") or "identity".
+        projector_bias: whether the projector's Linear layers have a bias.
+        projector_hidden_act: activation between projector layers.
+        tie_word_embeddings: tie `lm_head` to the LLM's input embeddings (inherits the text config's choice).
+    """
+
+    model_type = "hf_llava"
+    attribute_map = {"image_token_index": "image_token_id"}
+    sub_configs_defaults = {
+        "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="clip_vision_model"),
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
+    }
+
+    vision_config: dict | PreTrainedConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    image_token_id: int = 32000
+    image_seq_length: int | None = None
+    vision_feature_layer: int | list[int] = -2
+    vision_feature_select_strategy: Literal["default", "full"] = "default"
+    projector_type: str = "mlp2x_gelu"
+    projector_bias: bool = True
+    projector_hidden_act: str = "gelu"
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        # A full CLIPConfig/SiglipConfig (text + vision) was given: keep the vision half.
+        if hasattr(self.vision_config, "vision_config"):
+            self.vision_config = self.vision_config.vision_config
+        if not self.tie_word_embeddings and getattr(self.text_config, "tie_word_embeddings", False):
+            self.tie_word_embeddings = True
+        if isinstance(self.vision_feature_layer, (list, tuple)):
+            self.vision_feature_layer = [int(layer) for layer in self.vision_feature_layer]
+            if not self.vision_feature_layer:
+                raise ValueError("vision_feature_layer must not be an empty list")
+
+        depth = projector_depth(self.projector_type)
+        if depth == 0 and self.projector_input_size != self.text_config.hidden_size:
+            raise ValueError(
+                f"projector_type 'identity' needs vision features of the LLM's width: vision gives "
+                f"{self.projector_input_size}, the LLM expects {self.text_config.hidden_size}"
+            )
+        if self.vision_feature_select_strategy == "default" and not vision_tower_has_cls(self.vision_config):
+            raise ValueError(
+                f"vision_feature_select_strategy='default' drops the CLS token, but a {self.vision_config.model_type} "
+                "tower has none: use vision_feature_select_strategy='full'"
+            )
+        expected = self.num_image_features
+        if self.image_seq_length is None:
+            self.image_seq_length = expected
+        elif self.image_seq_length != expected:
+            raise ValueError(
+                f"image_seq_length={self.image_seq_length} but the vision tower gives {expected} features per image "
+                f"({self.vision_config.image_size}px / patch {self.vision_config.patch_size}, "
+                f"strategy {self.vision_feature_select_strategy!r})"
+            )
+
+    @property
+    def projector_input_size(self) -> int:
+        layers = 1 if isinstance(self.vision_feature_layer, int) else len(self.vision_feature_layer)
+        return self.vision_config.hidden_size * layers
+
+    @property
+    def num_image_features(self) -> int:
+        """Feature vectors one image contributes to the LLM sequence."""
+        patches = (self.vision_config.image_size // self.vision_config.patch_size) ** 2
+        has_cls = vision_tower_has_cls(self.vision_config)
+        return patches + int(has_cls and self.vision_feature_select_strategy == "full")
+
+
+__all__ = ["HfLlavaConfig"]
