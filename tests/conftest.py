@@ -1,0 +1,27 @@
+"""Test-wide environment: no network, caches in a temp dir.
+
+The Hub endpoint points at a loopback port chosen here, before anything imports huggingface_hub (it reads
+HF_ENDPOINT at import time); tests that need a Hub start the test server on that port (see the `hub_server`
+fixture). Nothing can reach huggingface.co by accident.
+"""
+
+import os
+import socket
+import tempfile
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+_HF_TMP = tempfile.mkdtemp(prefix="hf_llava_tests_")
+os.environ["HF_HOME"] = os.path.join(_HF_TMP, "hf_home")
+os.environ["HF_DATASETS_CACHE"] = os.path.join(_HF_TMP, "datasets_cache")
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["HF_HUB_DISABLE_XET"] = "1"
+os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ.setdefault("HF_LLAVA_TEST_HUB_PORT", str(_free_port()))
+os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{os.environ['HF_LLAVA_TEST_HUB_PORT']}"
