@@ -11,6 +11,14 @@ from typing import Literal
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+# Written into every saved config so the checkpoint loads with trust_remote_code=True where hf_llava is not installed.
+AUTO_MAP = {
+    "AutoConfig": "configuration_hf_llava.HfLlavaConfig",
+    "AutoModel": "modeling_hf_llava.HfLlavaModel",
+    "AutoModelForCausalLM": "modeling_hf_llava.HfLlavaForConditionalGeneration",
+    "AutoModelForImageTextToText": "modeling_hf_llava.HfLlavaForConditionalGeneration",
+    "AutoProcessor": "processing_hf_llava.HfLlavaProcessor",
+}
 PROJECTOR_PATTERN = re.compile(r"^(?:linear|identity|mlp(\d+)x_gelu)$")
 
 
@@ -56,6 +64,7 @@ class HfLlavaConfig(PreTrainedConfig):
     """
 
     model_type = "hf_llava"
+    _auto_class = "AutoConfig"  # save_pretrained copies this file next to config.json
     attribute_map = {"image_token_index": "image_token_id"}
     sub_configs_defaults = {
         "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="clip_vision_model"),
@@ -72,9 +81,12 @@ class HfLlavaConfig(PreTrainedConfig):
     projector_bias: bool = True
     projector_hidden_act: str = "gelu"
     tie_word_embeddings: bool = False
+    auto_map: dict | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
+        if self.auto_map is None:
+            self.auto_map = dict(AUTO_MAP)
         # A full CLIPConfig/SiglipConfig (text + vision) was given: keep the vision half.
         if hasattr(self.vision_config, "vision_config"):
             self.vision_config = self.vision_config.vision_config

@@ -67,6 +67,7 @@ class HfLlavaPreTrainedModel(PreTrainedModel):
     config_class = HfLlavaConfig
     config: HfLlavaConfig
     base_model_prefix = "model"
+    _auto_class = "AutoModelForImageTextToText"  # save_pretrained copies the remote-code files (auto_map: config)
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
     _skip_keys_device_placement = ["past_key_values"]

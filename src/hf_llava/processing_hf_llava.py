@@ -38,6 +38,8 @@ class HfLlavaProcessor(ProcessorMixin):
         pad_to_square: pad images to a square with the mean colour before resizing (LLaVA-1.5).
     """
 
+    _auto_class = "AutoProcessor"  # save_pretrained copies this file and writes its auto_map
+
     def __init__(
         self,
         image_processor=None,

@@ -1,0 +1,48 @@
+"""`hf-llava` command line: one subcommand per module.
+
+Each module listed in SUBCOMMANDS exposes `add_parser(subparsers)`, which registers its subcommand and sets
+`func(args) -> int | None` as the parser default. Those modules keep heavy imports (torch, transformers) inside the
+function, so `hf-llava --help` stays fast.
+"""
+
+import argparse
+import sys
+from importlib import import_module
+
+SUBCOMMANDS = [
+    "hf_llava.convert",
+    "hf_llava.build",
+    "hf_llava.demo",
+    "hf_llava.datagen.cli",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hf-llava",
+        description="LLaVA (Visual Instruction Tuning) on the HuggingFace stack: build, convert, train, generate data, "
+        "chat, serve and evaluate.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in SUBCOMMANDS:
+        try:
+            module = import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name != module_name:  # a real missing dependency inside the module: say so
+                raise
+            continue  # subcommand not part of this build yet
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return args.func(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
