@@ -48,7 +48,7 @@ class SkipReport:
         if not self.total:
             return "no records skipped"
         kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(self.counts.items()))
-        return f"{self.total} records skipped ({kinds})"
+        return f"{self.total} record(s) skipped ({kinds})"
 
     def to_dict(self) -> dict:
         return {"skipped": self.total, "by_problem": dict(self.counts), "examples": list(self.examples)}

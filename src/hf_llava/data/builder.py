@@ -1,0 +1,226 @@
+"""What every builder in datasets_scripts/ shares: a `GeneratorBasedBuilder` base, the build-to-disk step, the
+Hub push and the command line.
+
+Design notes
+- A builder subclasses `CanonicalBuilder` and only says which columns it adds, which splits it has, and how to
+  generate rows (library code does the converting). Its config is a dataclass whose fields made with `option()`
+  become command-line flags, so a builder's inputs are declared once for Python and CLI alike.
+- Every yielded row is checked with `schema.validate_row`; bad records raise `BadRecordError` or, with
+  `skip_bad`, are counted per split in `builder.skip_reports` and written to build_report.json and the card.
+- datasets 5 has no loading scripts: builders are instantiated directly (`download_and_prepare`, `as_dataset`).
+  The CLI prepares into a staging folder next to the output and renames it into place only when everything
+  succeeded, so an interrupted build never leaves a half-written dataset that looks complete.
+- A builder with several configs (different columns per config, e.g. synthetic shapes) writes one
+  `DatasetDict` per config into OUT/<config>; a single-config builder writes its `DatasetDict` into OUT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+
+import datasets
+import datasets.exceptions
+
+from .cards import render_card
+from .errors import BadRecordError, SkipReport
+from .schema import features, validate_row
+
+logger = logging.getLogger(__name__)
+
+
+def option(default=None, help: str = "", *, required: bool = False, type=None, choices=None):
+    """A config field that is also a command-line flag (`--field-name`)."""
+    return dataclasses.field(default=default, metadata={"help": help, "required": required, "type": type,
+                                                        "choices": choices})
+
+
+@dataclasses.dataclass
+class CanonicalConfig(datasets.BuilderConfig):
+    skip_bad: bool = option(False, "skip bad records (missing/corrupt image, malformed record, wrong number of "
+                                   "<image> markers, unknown category, box outside the image) instead of stopping "
+                                   "at the first one; skips are counted and reported at the end and in the card")
+
+
+class CanonicalBuilder(datasets.GeneratorBasedBuilder):
+    BUILDER_CONFIG_CLASS = CanonicalConfig
+    SOURCE = ""  # card: where the data comes from
+    LICENSE = "other"  # card metadata (Hub license id)
+    LICENSE_NOTE = ""  # card: licence details
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.skip_reports: dict[str, SkipReport] = {}
+
+    # --- what a subclass provides ---
+    def extra_features(self) -> dict:
+        return {}
+
+    def split_names(self) -> list[str]:
+        return ["train"]
+
+    def generate_rows(self, split: str, report: SkipReport) -> Iterator[dict]:
+        raise NotImplementedError
+
+    # --- datasets plumbing ---
+    def _info(self):
+        return datasets.DatasetInfo(description=(self.__doc__ or "").strip(), license=self.LICENSE,
+                                    features=features(self.extra_features()))
+
+    def _split_generators(self, dl_manager):
+        return [datasets.SplitGenerator(name=s, gen_kwargs={"split": s}) for s in self.split_names()]
+
+    def _generate_examples(self, split):
+        report = self.skip_reports[split] = SkipReport(skip_bad=self.config.skip_bad)
+        # progress: datasets shows a "Generating <split> split" bar for what we yield
+        for key, row in enumerate(self.generate_rows(split, report)):
+            try:
+                validate_row(row, f"{self.dataset_name} {split}")
+            except BadRecordError as e:
+                report.bad(e)
+                continue
+            yield key, row
+        if report.total:
+            logger.warning("%s[%s] %s: %s", self.dataset_name, self.config.name, split, report.summary())
+
+
+def _prepared(builder_cls, config_name, cache_dir, **config_kwargs) -> CanonicalBuilder:
+    builder = builder_cls(config_name=config_name, cache_dir=cache_dir, dataset_name=builder_cls.__name__,
+                          **config_kwargs)
+    try:
+        # always regenerate: a cached copy would come without its skip report
+        builder.download_and_prepare(download_mode=datasets.DownloadMode.FORCE_REDOWNLOAD)
+    except datasets.exceptions.DatasetGenerationError as e:
+        if isinstance(e.__cause__, (BadRecordError, OSError, ValueError)):  # ours: show it, not the wrapper
+            raise e.__cause__ from None
+        raise
+    return builder
+
+
+def build(builder_cls: type[CanonicalBuilder], config_name: str | None = None, cache_dir: str | None = None,
+          **config_kwargs) -> tuple[datasets.DatasetDict, dict[str, SkipReport]]:
+    """Build one config from Python; returns the DatasetDict and the per-split skip reports."""
+    builder = _prepared(builder_cls, config_name, cache_dir, **config_kwargs)
+    return builder.as_dataset(), builder.skip_reports
+
+
+def config_names(builder_cls) -> list[str]:
+    return [c.name for c in builder_cls.BUILDER_CONFIGS] or ["default"]
+
+
+def build_to_disk(builder_cls, output_dir: str, configs: list[str] | None = None, overwrite: bool = False,
+                  command: str | None = None, **config_kwargs) -> dict:
+    """Build the given configs (default: all) into `output_dir` (see module notes for the layout), with README.md
+    (the dataset card) and build_report.json. Returns the report dict."""
+    output_dir = os.path.abspath(output_dir)
+    if os.path.exists(output_dir) and os.listdir(output_dir) and not overwrite:
+        raise FileExistsError(f"{output_dir} exists and is not empty; pass --overwrite to replace it")
+    multi = len(config_names(builder_cls)) > 1
+    configs = configs or config_names(builder_cls)
+    os.makedirs(os.path.dirname(output_dir), exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=os.path.basename(output_dir) + ".partial-", dir=os.path.dirname(output_dir))
+    final = os.path.join(staging, "out")
+    try:
+        report = {"builder": builder_cls.__name__, "command": command, "configs": {}}
+        built, info = {}, None
+        for name in configs:
+            builder = _prepared(builder_cls, name if multi else None, os.path.join(staging, ".cache", name),
+                                **config_kwargs)
+            dd, info = builder.as_dataset(), builder.info
+            dd.save_to_disk(os.path.join(final, name) if multi else final)
+            built[name] = dd
+            report["configs"][name] = {
+                "splits": {s: {"rows": len(dd[s]), **builder.skip_reports[s].to_dict()} for s in dd}}
+        with open(os.path.join(final, "README.md"), "w", encoding="utf-8") as f:
+            f.write(render_card(builder_cls, info, built, report, multi=multi))
+        with open(os.path.join(final, "build_report.json"), "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=2)
+        del built  # release the memory-mapped cache files before deleting them
+        if os.path.exists(output_dir):
+            shutil.rmtree(output_dir)
+        os.rename(final, output_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return report
+
+
+def push_to_hub(output_dir: str, repo_id: str, private: bool = False, token: str | None = None) -> None:
+    """Push a folder written by `build_to_disk` (every config) and its card to a Hub dataset repo."""
+    from huggingface_hub import DatasetCard
+
+    with open(os.path.join(output_dir, "build_report.json"), encoding="utf-8") as f:
+        report = json.load(f)
+    names = list(report["configs"])
+    multi = not os.path.exists(os.path.join(output_dir, "dataset_dict.json"))
+    for name in names:
+        dd = datasets.load_from_disk(os.path.join(output_dir, name) if multi else output_dir)
+        dd.push_to_hub(repo_id, config_name=name, private=private, token=token,
+                       commit_message=f"Upload {name} ({report['builder']})")
+    # push_to_hub wrote a README with the configs/dataset_info metadata; keep that metadata, add ours and our text
+    ours = DatasetCard.load(os.path.join(output_dir, "README.md"))
+    card = DatasetCard.load(repo_id, token=token)
+    for key, value in ours.data.to_dict().items():
+        setattr(card.data, key, value)
+    card.text = ours.text
+    card.push_to_hub(repo_id, token=token, commit_message="Dataset card")
+
+
+def _add_option_arguments(parser: argparse.ArgumentParser, config_cls) -> list[str]:
+    base = {f.name for f in dataclasses.fields(datasets.BuilderConfig)}
+    names = []
+    for f in dataclasses.fields(config_cls):
+        if f.name in base or "help" not in f.metadata:
+            continue
+        meta, flag = f.metadata, "--" + f.name.replace("_", "-")
+        if isinstance(f.default, bool):
+            parser.add_argument(flag, dest=f.name, action="store_true", help=meta["help"])
+        else:
+            kind = meta["type"] or (type(f.default) if f.default is not None else str)
+            default_note = "" if f.default is None else f" (default: {f.default})"
+            parser.add_argument(flag, dest=f.name, type=kind, default=f.default, required=meta["required"],
+                                choices=meta["choices"], help=meta["help"] + default_note)
+        names.append(f.name)
+    return names
+
+
+def main(builder_cls: type[CanonicalBuilder], argv: list[str] | None = None) -> dict:
+    """The command line of a builder script: build to --output-dir, optionally push to the Hub."""
+    doc = (builder_cls.__doc__ or "").strip()
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=getattr(builder_cls, "EPILOG", None))
+    names = _add_option_arguments(parser, builder_cls.BUILDER_CONFIG_CLASS)
+    parser.add_argument("--output-dir", required=True,
+                        help="where to write the dataset (save_to_disk layout) with README.md and build_report.json")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output-dir")
+    if len(config_names(builder_cls)) > 1:
+        parser.add_argument("--configs", nargs="+", choices=config_names(builder_cls), default=None,
+                            help="configs to build (default: all), each written to OUTPUT_DIR/<config>")
+    parser.add_argument("--push-to-hub", metavar="REPO_ID", default=None,
+                        help="also push every config and the dataset card to this Hub dataset repo "
+                             "(token from HF_TOKEN or `hf auth login`; endpoint from HF_ENDPOINT)")
+    parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
+    args = parser.parse_args(argv)
+    kwargs = {n: getattr(args, n) for n in names}
+    command = " ".join([os.path.basename(sys.argv[0]), *(sys.argv[1:] if argv is None else argv)])
+    try:
+        report = build_to_disk(builder_cls, args.output_dir, configs=getattr(args, "configs", None),
+                               overwrite=args.overwrite, command=command, **kwargs)
+    except (BadRecordError, FileExistsError, FileNotFoundError, ValueError) as e:
+        hint = " (or pass --skip-bad to count and skip bad records)" if isinstance(e, BadRecordError) else ""
+        parser.exit(2, f"error: {e}{hint}\n")
+    for name, info in report["configs"].items():
+        for split, s in info["splits"].items():
+            skipped = f", {s['skipped']} skipped {s['by_problem']}" if s["skipped"] else ""
+            print(f"{name}/{split}: {s['rows']} rows{skipped}")
+    print(f"written to {os.path.abspath(args.output_dir)}")
+    if args.push_to_hub:
+        push_to_hub(args.output_dir, args.push_to_hub, private=args.private)
+        print(f"pushed to {args.push_to_hub}")
+    return report
