@@ -130,6 +130,10 @@ class HfLlavaModel(HfLlavaPreTrainedModel):
         image_features = image_features.to(inputs_embeds.device, inputs_embeds.dtype)
         return inputs_embeds.masked_scatter(image_mask.unsqueeze(-1), image_features)
 
+    @staticmethod
+    def _is_prefill(past_key_values: Cache | None) -> bool:
+        return past_key_values is None or past_key_values.get_seq_length() == 0
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -148,7 +152,11 @@ class HfLlavaModel(HfLlavaPreTrainedModel):
         if pixel_values is not None:
             image_features = self.get_image_features(pixel_values)
             inputs_embeds = self.merge_image_features(input_ids, inputs_embeds, image_features)
-        elif input_ids is not None and past_key_values is None and (input_ids == self.config.image_token_id).any():
+        elif self._is_prefill(past_key_values) and input_ids is not None and (
+            input_ids == self.config.image_token_id
+        ).any():
+            # Placeholders without pixels would silently feed the <image> embedding to the LLM. (Checked on the prompt
+            # only: a decode step may legitimately sample the placeholder id.)
             raise ValueError(
                 "Image features and image tokens do not match: the text has "
                 f"{int((input_ids == self.config.image_token_id).sum())} image tokens but no pixel_values were given"
