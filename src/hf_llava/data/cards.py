@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datasets
 
-from .schema import CANONICAL
+from .schema import CANONICAL_COLUMNS
 
 _SCHEMA_NOTE = """Every row follows hf-llava's canonical schema (the format TRL and `apply_chat_template` read):
 
@@ -16,7 +16,7 @@ _SCHEMA_NOTE = """Every row follows hf-llava's canonical schema (the format TRL 
 
 
 def _feature_lines(features: datasets.Features) -> list[str]:
-    return [f"- `{name}`: `{feature!r}`" for name, feature in features.items() if name not in CANONICAL]
+    return [f"- `{name}`: `{feature!r}`" for name, feature in features.items() if name not in CANONICAL_COLUMNS]
 
 
 def render_card(builder_cls, info: datasets.DatasetInfo, built: dict, report: dict, multi: bool) -> str:

@@ -126,3 +126,46 @@ def symbolic_context(image: CocoImage, with_boxes: bool = True) -> str:
             coords = ", ".join(f"{v:.3f}" for v in normalized_box(box, image.width, image.height))
             lines.append(f"{name}: [{coords}]")
     return "\n".join(lines)
+
+
+def coco_row(image: CocoImage, img, instruction: str) -> dict:
+    """Canonical row for one COCO image (`img`: its `datasets.Image` value): a stage-1 pair (instruction ->
+    first caption) plus the columns the data engine reads (captions, pixel boxes, symbolic context)."""
+    from .schema import assistant_message, user_message
+
+    return {
+        "id": str(image.image_id),
+        "images": [img],
+        "messages": [user_message(instruction, with_image=True), assistant_message(image.captions[0])],
+        "image_id": image.image_id, "file_name": image.file_name, "width": image.width, "height": image.height,
+        "captions": image.captions,
+        "boxes": [{"category": name, "bbox": box} for name, box in image.boxes],
+        "context": symbolic_context(image),
+    }
+
+
+def coco_rows(images: list[CocoImage], image_root: str | os.PathLike | None, report: SkipReport,
+              source: str = "<coco>", seed: int = 0):
+    """`coco_row` for each image, reading and verifying its file; bad images raise or go to `report`."""
+    from .images import read_image
+    from .instructions import BRIEF_DESCRIPTION, pick
+
+    for image in images:
+        try:
+            if not image.captions:
+                raise BadRecordError(source, f"image {image.image_id}", "no captions", "no captions")
+            img = read_image(image_root, image.file_name, source, f"image {image.image_id}")
+        except BadRecordError as e:
+            report.bad(e)
+            continue
+        yield coco_row(image, img, pick(BRIEF_DESCRIPTION, image.image_id, seed))
+
+
+def coco_features() -> dict:
+    """The extra columns of `coco_rows` (datasets features)."""
+    from datasets import List, Value
+
+    return {"image_id": Value("int64"), "file_name": Value("string"), "width": Value("int32"),
+            "height": Value("int32"), "captions": List(Value("string")),
+            "boxes": List({"category": Value("string"), "bbox": List(Value("float32"), length=4)}),
+            "context": Value("string")}

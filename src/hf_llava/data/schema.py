@@ -14,23 +14,23 @@ Builders may add columns next to these three (captions, boxes, answer, question_
 
 from __future__ import annotations
 
-from datasets import Features, Image, List, Value
-
 from .errors import BadRecordError
 
 ROLES = ("system", "user", "assistant")
-
-CONTENT_BLOCK = {"type": Value("string"), "text": Value("string")}
-MESSAGE = {"role": Value("string"), "content": List(CONTENT_BLOCK)}
-CANONICAL = {"id": Value("string"), "images": List(Image()), "messages": List(MESSAGE)}
+CANONICAL_COLUMNS = ("id", "images", "messages")
 
 
-def features(extra: dict | None = None) -> Features:
-    """Canonical features plus builder-specific columns (a dict of name -> datasets feature)."""
-    overlap = set(extra or {}) & set(CANONICAL)
+def features(extra: dict | None = None):
+    """Canonical `datasets.Features` plus builder-specific columns (a dict of name -> datasets feature).
+    (`datasets` is imported here, not at module import: it reads HF_DATASETS_CACHE when imported.)"""
+    from datasets import Features, Image, List, Value
+
+    overlap = set(extra or {}) & set(CANONICAL_COLUMNS)
     if overlap:
         raise ValueError(f"extra columns may not redefine canonical ones: {sorted(overlap)}")
-    return Features({**CANONICAL, **(extra or {})})
+    content_block = {"type": Value("string"), "text": Value("string")}
+    message = {"role": Value("string"), "content": List(content_block)}
+    return Features({"id": Value("string"), "images": List(Image()), "messages": List(message), **(extra or {})})
 
 
 def text_block(text: str) -> dict:
