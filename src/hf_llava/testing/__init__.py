@@ -135,3 +135,30 @@ def random_image(seed: int = 0, size: tuple[int, int] = (40, 32)) -> Image.Image
     """A noise RGB image, different per seed."""
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8))
+
+
+_BLOCK_HF_LLAVA = '''
+import importlib.abc, sys
+class _BlockHfLlava(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "hf_llava" or name.startswith("hf_llava."):
+            raise ImportError("hf_llava is blocked in this process (remote-code test)")
+sys.meta_path.insert(0, _BlockHfLlava())
+'''
+
+
+def run_without_hf_llava(script: str, *args: str, timeout: float = 300):
+    """Run `script` in a fresh Python where `import hf_llava` fails, as on a machine that only has transformers.
+
+    Returns the CompletedProcess; raises with the child's stderr when it fails.
+    """
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", _BLOCK_HF_LLAVA + script, *args],
+        capture_output=True, text=True, timeout=timeout,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"subprocess failed ({result.returncode}):\n{result.stderr[-4000:]}")
+    return result
