@@ -9,6 +9,8 @@ import os
 import socket
 import tempfile
 
+import pytest
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -23,5 +25,20 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["HF_HUB_DISABLE_XET"] = "1"
 os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ["HF_UPDATE_DOWNLOAD_COUNTS"] = "0"  # datasets would ping an S3 bucket on every Hub load
 os.environ.setdefault("HF_LLAVA_TEST_HUB_PORT", str(_free_port()))
 os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{os.environ['HF_LLAVA_TEST_HUB_PORT']}"
+
+
+@pytest.fixture(scope="session")
+def hub_server(tmp_path_factory):
+    """A loopback Hugging Face Hub on HF_ENDPOINT for the session (hf_llava.testing.hub_server).
+
+    Writes need `token=hub_server.token`; repos live for the whole session, so use unique names. Files from
+    1 KiB on go through git-LFS, so small test files exercise both upload paths.
+    """
+    from hf_llava.testing.hub_server import HubServer
+
+    port = int(os.environ["HF_LLAVA_TEST_HUB_PORT"])
+    with HubServer(tmp_path_factory.mktemp("hub"), port=port, lfs_threshold=1024) as server:
+        yield server

@@ -89,10 +89,17 @@ def _check_repo_path(path: str) -> str:
     return path
 
 
+def _front_matter(readme: str) -> str | None:
+    match = re.match(r"^---\s*\n(.*?)\n---\s*(\n|$)", readme, re.S)
+    return match.group(1) if match else None
+
+
 def _card_data(readme: bytes) -> dict | None:
-    """The YAML front matter of a README.md, as the Hub returns it in `cardData`."""
-    match = re.match(r"^---\s*\n(.*?)\n---\s*(\n|$)", readme.decode("utf-8", "replace"), re.S)
-    data = yaml.safe_load(match.group(1)) if match else None
+    """The YAML front matter of a README.md as the Hub returns it in `cardData` (None when absent or invalid)."""
+    try:
+        data = yaml.safe_load(_front_matter(readme.decode("utf-8", "replace")) or "")
+    except yaml.YAMLError:
+        return None
     return data if isinstance(data, dict) else None
 
 
@@ -194,7 +201,9 @@ class _Store:
     def entry(self, data: bytes, lfs: bool) -> dict:
         """Store `data` and return its file-table entry."""
         sha256 = self.put_object(data)
-        return self.lfs_entry(sha256, len(data)) if lfs else {"oid": _git_blob_id(data), "size": len(data), "sha256": sha256, "lfs": False}
+        if lfs:
+            return self.lfs_entry(sha256, len(data))
+        return {"oid": _git_blob_id(data), "size": len(data), "sha256": sha256, "lfs": False}
 
     @staticmethod
     def lfs_entry(sha256: str, size: int) -> dict:
@@ -373,9 +382,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def validate_yaml(self) -> None:
         try:
-            _card_data(self._json_body().get("content", "").encode())
+            metadata = yaml.safe_load(_front_matter(self._json_body().get("content", "")) or "{}")
         except yaml.YAMLError as err:
             raise HubError(400, "Invalid YAML metadata in README.md", errors=[{"message": str(err)}]) from None
+        if not isinstance(metadata, dict):
+            raise HubError(400, "README.md metadata must be a YAML mapping", errors=[{"message": repr(metadata)}])
         self._json({"errors": [], "warnings": []})
 
     def repo_info(self, type: str, repo: str, rev: str = "main") -> None:
@@ -389,7 +400,9 @@ class _Handler(BaseHTTPRequestHandler):
             if with_blobs:
                 sibling.update(size=entry["size"], blobId=entry["oid"])
                 if entry["lfs"]:
-                    sibling["lfs"] = {"size": entry["size"], "sha256": entry["sha256"], "pointerSize": entry["pointerSize"]}
+                    sibling["lfs"] = {
+                        "size": entry["size"], "sha256": entry["sha256"], "pointerSize": entry["pointerSize"]
+                    }
             siblings.append(sibling)
         readme = commit["files"].get("README.md")
         info = {
@@ -483,7 +496,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ---- branches and tags ----------------------------------------------------------------------------------
     def create_branch(self, type: str, repo: str, branch: str) -> None:
-        found = self._repo(type, repo, write=True)
+        self._repo(type, repo, write=True)
         with self.server.hub.store.lock:
             found = self.server.hub.store.repo(type, repo)  # fresh refs under the lock
             if branch in found.meta["branches"]:
@@ -563,7 +576,8 @@ class _Handler(BaseHTTPRequestHandler):
             files = dict(parent["files"])
             for operation in operations:
                 self._apply(operation, files, rev)
-            commit = found.write_commit(rev, parent, header.get("summary") or "", header.get("description") or "", files)
+            title, message = header.get("summary") or "", header.get("description") or ""
+            commit = found.write_commit(rev, parent, title, message, files)
         self._json({"success": True, "commitOid": commit["id"], "pullRequestUrl": None, "hookOutput": "",
                     "commitUrl": f"{self.server.hub.url}/{found.url_path}/commit/{commit['id']}"})
 
@@ -695,7 +709,8 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             start, end = int(first), min(int(last), size - 1) if last else size - 1
         if start >= size or start > end:
-            raise HubError(416, f"Range {header!r} not satisfiable for {size} bytes", headers={"Content-Range": f"bytes */{size}"})
+            raise HubError(416, f"Range {header!r} not satisfiable for {size} bytes",
+                           headers={"Content-Range": f"bytes */{size}"})
         return 206, (start, end)
 
 
@@ -768,7 +783,10 @@ class HubServer:
         self._thread: threading.Thread | None = None
 
     def start(self) -> "HubServer":
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="hf-llava-test-hub", daemon=True)
+        # a short poll interval makes stop() quick
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="hf-llava-test-hub", daemon=True
+        )
         self._thread.start()
         return self
 
