@@ -1,0 +1,161 @@
+"""One `hf-llava generate-data` run: COCO -> requests -> (live | Batch API) -> cache -> outputs -> Hub.
+
+Design notes
+- Requests are (image, type) pairs; the conversation type sees captions only, detail and complex also boxes
+  (`hf_llava.data.coco.symbolic_context`). Keys already finished in the cache are never sent again.
+- Images without captions have no context to give the teacher: they are counted in stats (`no_context`), not
+  requested.
+- `--max-cost` is checked against the whole bill recorded in this output directory (earlier runs included),
+  so repeating a run with the same cap never spends more than the cap in total.
+- Cached responses of the same prompt version but different prompt files (fingerprint) are refused: edit the
+  prompts under a new version instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..data.coco import load_coco, symbolic_context
+from . import TYPES
+from .cache import Key, ResponseCache
+from .engine import Progress, Request, Settings, make_client, run_live
+from .export import collect, judge, reject_counts, write_outputs
+from .pricing import CostBudget, PriceTable
+from .prompts import DEFAULT_VERSION, USES_BOXES, load_prompts
+
+
+@dataclass
+class GenerateConfig:
+    captions: str
+    instances: str | None
+    output_dir: str
+    types: tuple[str, ...] = TYPES
+    model: str = "gpt-4o-mini"
+    base_url: str | None = None
+    concurrency: int = 16
+    limit: int | None = None
+    prompt_version: str = DEFAULT_VERSION
+    prompts_dir: str | None = None
+    max_tokens: int = 1024
+    temperature: float = 0.7
+    timeout: float = 120.0
+    max_retries: int = 5
+    max_cost: float | None = None
+    price_table: str | None = None
+    batch_api: bool = False
+    batch_size: int = 50_000
+    poll_interval: float = 30.0
+    image_dir: str | None = None
+    push_to_hub: str | None = None
+    private: bool = False
+    progress: bool | None = None  # None: tqdm decides (off when not a terminal)
+
+
+def _check_fingerprints(cache: ResponseCache, version: str, fingerprint: str) -> None:
+    for key, record in cache.ok.items():
+        if key.prompt_version == version and record.get("prompt_fingerprint") not in (fingerprint, None):
+            raise ValueError(
+                f"{cache.path}: {key} was generated with different prompt files for version {version!r} "
+                f"(fingerprint {record['prompt_fingerprint']}, now {fingerprint}); put edited prompts under a "
+                "new version directory and pass --prompt-version")
+
+
+def generate(cfg: GenerateConfig) -> dict:
+    """Run the data engine; returns the stats that are also written to OUT/stats.json."""
+    unknown = set(cfg.types) - set(TYPES)
+    if unknown:
+        raise ValueError(f"unknown type(s) {sorted(unknown)}; choose from {', '.join(TYPES)}")
+    if cfg.push_to_hub and not cfg.image_dir:
+        raise ValueError("--push-to-hub needs --image-dir: the pushed dataset embeds the images")
+    started = time.time()
+    out = Path(cfg.output_dir)
+    prompts = load_prompts(cfg.prompt_version, cfg.prompts_dir)
+    images = load_coco(cfg.captions, cfg.instances)[: cfg.limit]
+    by_id = {str(image.image_id): image for image in images}
+    settings = Settings(model=cfg.model, max_tokens=cfg.max_tokens, temperature=cfg.temperature,
+                        concurrency=cfg.concurrency, timeout=cfg.timeout, max_retries=cfg.max_retries,
+                        prompt_fingerprint=prompts.fingerprint)
+    requests, no_context = [], 0
+    for image in images:
+        if not image.captions:
+            no_context += 1
+            continue
+        for kind in cfg.types:
+            key = Key(str(image.image_id), kind, prompts.version, cfg.model)
+            context = symbolic_context(image, with_boxes=USES_BOXES[kind])
+            requests.append(Request(key, prompts.types[kind].messages(context)))
+
+    with ResponseCache(out / "cache.jsonl") as cache:
+        _check_fingerprints(cache, prompts.version, prompts.fingerprint)
+        todo = [r for r in requests if not cache.is_done(r.key)]
+        spent_before = sum(record.get("cost") or 0.0 for record in cache.ok.values())
+        budget = CostBudget(PriceTable.load(cfg.price_table), cfg.model, cfg.max_cost, cfg.max_tokens,
+                            batch=cfg.batch_api, spent=spent_before)
+        progress = Progress(len(todo), budget, lambda key, record: judge(key, record, prompts)[1],
+                            desc="batch api" if cfg.batch_api else "generate", disable=None if cfg.progress is None else not cfg.progress)
+        stopped = None
+        try:
+            if todo:
+                client = make_client(cfg.base_url, settings)
+                if cfg.batch_api:
+                    from .batch import run_batch
+
+                    stopped = asyncio.run(run_batch(todo, client=client, cache=cache, budget=budget,
+                                                    settings=settings, progress=progress,
+                                                    work_dir=out / "batches", poll_interval=cfg.poll_interval,
+                                                    batch_size=cfg.batch_size))
+                else:
+                    stopped = asyncio.run(run_live(todo, client=client, cache=cache, budget=budget,
+                                                   settings=settings, progress=progress))
+        finally:
+            progress.close()
+
+        rows, rejects, by_type, usage = collect([r.key for r in requests], cache, prompts, by_id, cfg.image_dir)
+        failures = [{"key": str(k), "error": cache.failed[k]["error"]} for k in (r.key for r in requests)
+                    if k in cache.failed]
+        stats = {
+            "model": cfg.model, "base_url": cfg.base_url, "prompt_version": prompts.version,
+            "prompt_fingerprint": prompts.fingerprint, "mode": "batch" if cfg.batch_api else "live",
+            "images": len(images), "no_context": no_context, "requested": len(requests), "rows": len(rows),
+            "rejected": len(rejects), "failed": len(failures),
+            "pending": sum(c["pending"] for c in by_type.values()), "by_type": by_type,
+            "rejects_by_reason": reject_counts(rejects),
+            "tokens": {"prompt": usage["prompt_tokens"], "completion": usage["completion_tokens"]},
+            "cost_usd": round(usage["cost"], 6) if budget.known else None,
+            "cost_usd_this_run": round(budget.spent - spent_before, 6) if budget.known else None,
+            "stopped": stopped, "sent_this_run": progress.done + progress.rejected + progress.failed,
+            "seconds": round(time.time() - started, 2), "failures": failures,
+            "config": {k: v for k, v in asdict(cfg).items() if k not in ("progress",)},
+        }
+        stats["dataset_dir"] = str(out / "dataset") if cfg.image_dir else None
+        write_outputs(out, rows, rejects, stats, with_dataset=bool(cfg.image_dir))
+    if cfg.push_to_hub:
+        from .hub import push_dataset
+
+        stats["hub_url"] = push_dataset(out, cfg.push_to_hub, stats, private=cfg.private)
+    return stats
+
+
+def summary(stats: dict) -> str:
+    cost = "n/a (no price for this model)" if stats["cost_usd"] is None else f"${stats['cost_usd']:.4f}"
+    lines = [f"{stats['rows']} rows from {stats['requested']} requests ({stats['images']} images, "
+             f"model {stats['model']}, prompts {stats['prompt_version']}, {stats['mode']})",
+             f"  rejected {stats['rejected']}, failed {stats['failed']}, pending {stats['pending']}, "
+             f"sent this run {stats['sent_this_run']}, {stats['seconds']} s",
+             f"  tokens: {stats['tokens']['prompt']} prompt + {stats['tokens']['completion']} completion, cost {cost}"]
+    for kind, counts in stats["by_type"].items():
+        lines.append(f"  {kind}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    if stats["rejects_by_reason"]:
+        lines.append("  rejects: " + ", ".join(f"{k} {v}" for k, v in stats["rejects_by_reason"].items()))
+    if stats["stopped"] == "cost cap":
+        lines.append("  stopped before the cost cap (--max-cost); rerun with a higher cap to continue")
+    if stats["dataset_dir"] is None:
+        lines.append("  no --image-dir: wrote llava_instruct.json only; rerun with --image-dir COCO_IMAGES (sends no "
+                     "request) to write the canonical dataset/")
+    if stats["failed"]:
+        lines.append(f"  first failure: {stats['failures'][0]['key']}: {stats['failures'][0]['error']}")
+        lines.append("  failed requests are retried by the next run")
+    return "\n".join(lines)
