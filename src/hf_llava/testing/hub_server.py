@@ -61,6 +61,8 @@ DEFAULT_GITATTRIBUTES = "".join(
     ).split()
 )
 SHA1_RE = re.compile(r"[0-9a-f]{40}")
+SHA256_RE = re.compile(r"[0-9a-f]{64}")
+REPO_ID_RE = re.compile(r"[\w.-]{1,96}/[\w.-]{1,96}")  # the Hub's rule; also keeps ids from escaping `root`
 
 
 class HubError(Exception):
@@ -87,6 +89,12 @@ def _check_repo_path(path: str) -> str:
     if not path or path.startswith("/") or any(part in ("", ".", "..") for part in parts):
         raise HubError(400, f"Invalid path in repo: {path!r}")
     return path
+
+
+def _check_repo_id(repo_id: str) -> str:
+    if not REPO_ID_RE.fullmatch(repo_id) or ".." in repo_id:
+        raise HubError(400, f"Invalid repo id {repo_id!r}: expected 'namespace/name' of letters, digits, '-', '_', '.'")
+    return repo_id
 
 
 def _front_matter(readme: str) -> str | None:
@@ -165,12 +173,14 @@ class _Store:
             (root / sub).mkdir(parents=True, exist_ok=True)
 
     def repo(self, repo_type: str, repo_id: str) -> _Repo:
+        _check_repo_id(repo_id)
         if not (self.root / "repos" / repo_type / repo_id / "repo.json").exists():
             raise HubError(404, f"Repository {repo_type} {repo_id} not found", "RepoNotFound")
         return _Repo(self, repo_type, repo_id)
 
     def create_repo(self, repo_type: str, repo_id: str, private: bool, sdk: str | None) -> _Repo | None:
         """The new repo, or None when it already exists."""
+        _check_repo_id(repo_id)
         repo_dir = self.root / "repos" / repo_type / repo_id
         if (repo_dir / "repo.json").exists():
             return None
@@ -363,7 +373,7 @@ class _Handler(BaseHTTPRequestHandler):
         repo_type = payload.get("type") or "model"
         if repo_type not in URL_PREFIXES:
             raise HubError(400, f"Unsupported repo type {repo_type!r}")
-        repo_id = f"{payload.get('organization') or self.server.hub.store.user}/{payload['name']}"
+        repo_id = self._payload_repo_id(payload)
         private = payload.get("visibility", "private" if payload.get("private") else "public") == "private"
         url = f"{self.server.hub.url}/{URL_PREFIXES[repo_type]}{repo_id}"
         with self.server.hub.store.lock:
@@ -372,10 +382,14 @@ class _Handler(BaseHTTPRequestHandler):
             raise HubError(409, f"You already created this {repo_type} repo", url=url)
         self._json({"url": url, "name": repo_id, "id": repo_id})
 
+    def _payload_repo_id(self, payload: dict) -> str:
+        # repo ids without a namespace belong to the token's user, as on the Hub
+        return _check_repo_id(f"{payload.get('organization') or self.server.hub.store.user}/{payload.get('name', '')}")
+
     def delete_repo(self) -> None:
         self._require_token()
         payload = self._json_body()
-        repo_id = f"{payload.get('organization') or self.server.hub.store.user}/{payload['name']}"
+        repo_id = self._payload_repo_id(payload)
         with self.server.hub.store.lock:
             self.server.hub.store.delete_repo(payload.get("type") or "model", repo_id)
         self._json({})
@@ -590,6 +604,8 @@ class _Handler(BaseHTTPRequestHandler):
                 raise HubError(400, f"Unsupported encoding {value['encoding']!r} for {path}")
             files[path] = store.entry(base64.b64decode(value["content"]), lfs=False)
         elif key == "lfsFile":
+            if not SHA256_RE.fullmatch(value.get("oid", "")):
+                raise HubError(400, f"LFS oid of {path} is not a sha256: {value.get('oid')!r}")
             object_path = store.object_path(value["oid"])
             if not object_path.exists():
                 raise HubError(400, f"LFS object {value['oid']} for {path} was never uploaded")
@@ -616,7 +632,7 @@ class _Handler(BaseHTTPRequestHandler):
         objects = []
         for obj in payload.get("objects", []):
             oid, size = obj["oid"], obj["size"]
-            if not re.fullmatch(r"[0-9a-f]{64}", oid):
+            if not SHA256_RE.fullmatch(oid):
                 objects.append({"oid": oid, "size": size, "error": {"code": 422, "message": "oid is not a sha256"}})
                 continue
             answer = {"oid": oid, "size": size, "authenticated": True}
