@@ -224,3 +224,18 @@ def main(builder_cls: type[CanonicalBuilder], argv: list[str] | None = None) -> 
         push_to_hub(args.output_dir, args.push_to_hub, private=args.private)
         print(f"pushed to {args.push_to_hub}")
     return report
+
+
+def load_builder_script(path: str | os.PathLike):
+    """Import a datasets_scripts/<name>.py file as module `datasets_scripts.<name>` (datasets re-imports a
+    builder's module by name, so it must be registered in sys.modules)."""
+    import importlib.util
+
+    name = "datasets_scripts." + os.path.splitext(os.path.basename(path))[0]
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
