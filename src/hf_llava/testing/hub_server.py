@@ -589,13 +589,13 @@ class _Handler(BaseHTTPRequestHandler):
                 raise HubError(412, f"parentCommit {header['parentCommit']} is not the head of {rev} ({parent['id']})")
             files = dict(parent["files"])
             for operation in operations:
-                self._apply(operation, files, rev)
+                self._apply(operation, files)
             title, message = header.get("summary") or "", header.get("description") or ""
             commit = found.write_commit(rev, parent, title, message, files)
         self._json({"success": True, "commitOid": commit["id"], "pullRequestUrl": None, "hookOutput": "",
                     "commitUrl": f"{self.server.hub.url}/{found.url_path}/commit/{commit['id']}"})
 
-    def _apply(self, operation: dict, files: dict, rev: str) -> None:
+    def _apply(self, operation: dict, files: dict) -> None:
         key, value = operation.get("key"), operation.get("value", {})
         path = _check_repo_path(value.get("path", "").strip("/") if key == "deletedFolder" else value.get("path", ""))
         store = self.server.hub.store
@@ -676,7 +676,7 @@ class _Handler(BaseHTTPRequestHandler):
         part_dir = self.server.hub.store.root / "uploads" / oid
         data = []
         for part in sorted(self._json_body().get("parts", []), key=lambda p: p["partNumber"]):
-            chunk_path = part_dir / str(part["partNumber"])
+            chunk_path = part_dir / str(int(part["partNumber"]))
             chunk = chunk_path.read_bytes() if chunk_path.exists() else b""
             if part["etag"].strip('"') != hashlib.md5(chunk).hexdigest():
                 raise HubError(400, f"Part {part['partNumber']} of LFS object {oid} is missing or has a wrong etag")
