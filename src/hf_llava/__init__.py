@@ -18,6 +18,7 @@ _LAZY = {
     "HfLlavaForConditionalGeneration": "modeling_hf_llava",
     "HfLlavaPreTrainedModel": "modeling_hf_llava",
     "HfLlavaProcessor": "processing_hf_llava",
+    "MultimodalCollator": "collator",
 }
 _registered = False
 

@@ -1,0 +1,129 @@
+"""MultimodalCollator: canonical rows -> a training batch for HfLlava.
+
+Design notes
+- Each row is rendered by the processor's chat template; the loss mask comes from the template's `{% generation %}`
+  spans (`assistant_masks`), never from index arithmetic, so labels are exactly the assistant answers + end token.
+- Rows are processed one at a time and padded here: a bad row (truncation would cut its image tokens, or nothing is
+  left to supervise) is reported by its `id`, and with `skip_bad_samples=True` dropped from the batch and counted.
+- The paper's augmentation (image before or after the question in the first turn) is optional and seeded.
+"""
+
+import random
+
+import torch
+
+from .data.errors import BadRecordError, SkipReport
+
+IGNORE_INDEX = -100
+
+
+class MultimodalCollator:
+    """Collate canonical rows (`id`, `images`, `messages`) into `input_ids`, `attention_mask`, `labels`, `pixel_values`.
+
+    Args:
+        processor: an `HfLlavaProcessor` with a chat template that marks assistant spans.
+        max_length: truncate longer samples (an error, or a skip, if that would cut image tokens).
+        random_image_placement: put the first turn's image before or after its question at random (LLaVA's
+            augmentation); otherwise keep the row's order.
+        skip_bad_samples: drop bad samples from the batch and count them in `skips` (a SkipReport) instead of raising.
+        seed: seed of the placement RNG.
+    """
+
+    def __init__(
+        self,
+        processor,
+        max_length: int | None = None,
+        random_image_placement: bool = False,
+        skip_bad_samples: bool = False,
+        seed: int = 0,
+    ):
+        if processor.chat_template is None or "generation" not in processor.chat_template:
+            raise ValueError(
+                "The processor's chat template has no {% generation %} markers, so assistant answers cannot be "
+                "told apart; use a template from hf_llava.chat_templates"
+            )
+        self.processor = processor
+        self.max_length = max_length
+        self.random_image_placement = random_image_placement
+        self.skips = SkipReport(skip_bad=skip_bad_samples)
+        self.rng = random.Random(seed)
+        self.pad_token_id = processor.tokenizer.pad_token_id
+        if self.pad_token_id is None:
+            self.pad_token_id = processor.tokenizer.eos_token_id
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        samples = []
+        for row in rows:
+            try:
+                samples.append(self.encode(row))
+            except BadRecordError as error:
+                self.skips.bad(error)  # raises unless skip_bad_samples
+        if not samples:
+            raise ValueError(f"every sample of this batch was bad ({self.skips.summary()}); check the data")
+        return self.pad(samples)
+
+    def encode(self, row: dict) -> dict[str, torch.Tensor]:
+        """Tokenise one row; returns 1-D input_ids/labels and (if it has images) pixel_values."""
+        row_id = str(row.get("id", "<no id>"))
+        messages = self.place_images(row["messages"])
+        images = [image.convert("RGB") for image in row.get("images") or []]
+        processor_kwargs = {"images": images or None}
+        if self.max_length is not None:
+            processor_kwargs.update(truncation=True, max_length=self.max_length)
+        try:
+            encoded = self.processor.apply_chat_template(
+                messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True, return_tensors="pt",
+                processor_kwargs=processor_kwargs,
+            )
+        except ValueError as error:  # marker/image count mismatch, truncated image tokens
+            kind = "image tokens truncated" if "truncation" in str(error) else "image/marker mismatch"
+            raise BadRecordError("<batch>", row_id, str(error), kind) from error
+        input_ids = encoded["input_ids"][0]
+        supervised = encoded["assistant_masks"][0].bool() & (input_ids != self.processor.image_token_id)
+        if not supervised.any():
+            raise BadRecordError(
+                "<batch>", row_id, "no assistant tokens left to train on (no answer, or all truncated away)",
+                "nothing to supervise",
+            )
+        sample = {
+            "input_ids": input_ids,
+            "attention_mask": encoded["attention_mask"][0],
+            "labels": input_ids.masked_fill(~supervised, IGNORE_INDEX),
+        }
+        if "pixel_values" in encoded:
+            sample["pixel_values"] = encoded["pixel_values"]
+        return sample
+
+    def place_images(self, messages: list[dict]) -> list[dict]:
+        """Optionally move the first user turn's images to the start or the end of that turn."""
+        if not self.random_image_placement:
+            return messages
+        messages = [dict(m) for m in messages]
+        for message in messages:
+            if message["role"] != "user":
+                continue
+            blocks = message["content"]
+            images = [b for b in blocks if b["type"] == "image"]
+            texts = [b for b in blocks if b["type"] != "image"]
+            if images and texts:
+                message["content"] = images + texts if self.rng.random() < 0.5 else texts + images
+            break
+        return messages
+
+    def pad(self, samples: list[dict]) -> dict[str, torch.Tensor]:
+        """Right-pad to the longest sample; stack every image of the batch in row order."""
+        length = max(len(s["input_ids"]) for s in samples)
+
+        def padded(key, value):
+            return torch.stack([torch.nn.functional.pad(s[key], (0, length - len(s[key])), value=value)
+                                for s in samples])
+
+        batch = {
+            "input_ids": padded("input_ids", self.pad_token_id),
+            "attention_mask": padded("attention_mask", 0),
+            "labels": padded("labels", IGNORE_INDEX),
+        }
+        pixel_values = [s["pixel_values"] for s in samples if "pixel_values" in s]
+        if pixel_values:
+            batch["pixel_values"] = torch.cat(pixel_values)
+        return batch
