@@ -70,3 +70,23 @@ def test_in_process_auto_classes_need_no_remote_code(tmp_path):
     assert type(AutoProcessor.from_pretrained(tmp_path)).__name__ == "HfLlavaProcessor"
     for name, tensor in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], tensor), name
+
+
+def test_pushed_checkpoint_loads_from_the_hub_with_remote_code(tmp_path, hub_server):
+    model, processor = tiny_llava(seed=8)
+    repo_id = f"{hub_server.user}/tiny-hf-llava-remote"
+    model.push_to_hub(repo_id, token=hub_server.token)
+    processor.push_to_hub(repo_id, token=hub_server.token)
+    image_path = tmp_path / "image.png"
+    random_image(4).save(image_path)
+    report = json.loads(run_without_hf_llava(LOAD_AND_GENERATE, repo_id, str(image_path)).stdout.splitlines()[-1])
+    assert report["module"].startswith("transformers_modules.")
+    assert report["processor"] == "HfLlavaProcessor"
+
+    from PIL import Image
+
+    conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]}]
+    inputs = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                           return_tensors="pt", processor_kwargs={"images": [Image.open(image_path)]})
+    with torch.no_grad():
+        assert report["tokens"] == model.generate(**inputs, max_new_tokens=10, do_sample=False)[0].tolist()
