@@ -307,19 +307,21 @@ def write_coco(scenes, out_dir: str | os.PathLike, split: str = "train") -> tupl
 
 _NUMBERS = {w: str(i) for i, w in enumerate("zero one two three four five six seven eight nine ten".split())}
 _SYNONYMS = {"centre": "center", "middle": "center", "central": "center", "upper": "top", "lower": "bottom",
-             "grey": "gray", "none": "0", "no.": "no"}
-_SIDES = {"top", "bottom", "left", "right", "center", "corner", "side"}
+             "grey": "gray", "none": "0"}
+_SIDES = {"top", "bottom", "left", "right", "center"}
+_POSITION_FILLER = {"on", "at", "in", "corner", "side"}
 
 
 def normalize_answer(text: str) -> str:
-    """Lower-case, drop punctuation, articles and filler ('corner', 'side'), map synonyms and number words, and
-    put positions in the canonical form used by the gold answers ('upper-left corner' -> 'top left',
-    'middle' -> 'center', 'center top' -> 'top')."""
+    """Lower-case, drop punctuation and articles, map synonyms and number words, and put positions in the
+    canonical form used by the gold answers ('in the upper-left corner' -> 'top left', 'middle' -> 'center',
+    'center top' -> 'top')."""
     words = re.sub(r"[^\w\s]", " ", text.lower().replace("-", " ")).split()
     words = [_NUMBERS.get(w, _SYNONYMS.get(w, w)) for w in words if w not in ("a", "an", "the")]
-    if words and set(words) <= _SIDES:
-        vertical = next((w for w in words if w in ("top", "bottom")), "")
-        horizontal = next((w for w in words if w in ("left", "right")), "")
+    position = [w for w in words if w not in _POSITION_FILLER]
+    if position and set(position) <= _SIDES:
+        vertical = next((w for w in position if w in ("top", "bottom")), "")
+        horizontal = next((w for w in position if w in ("left", "right")), "")
         return f"{vertical} {horizontal}".strip() or "center"
     return " ".join(words)
 
