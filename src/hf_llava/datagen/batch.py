@@ -35,6 +35,10 @@ TERMINAL = ("completed", "failed", "expired", "cancelled")
 METADATA_TAG = "hf_llava_batch"
 
 
+class BatchError(RuntimeError):
+    """A Batch API call failed after the client's retries; state.json lets a rerun resume."""
+
+
 def _write_durably(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
@@ -212,7 +216,7 @@ async def run_batch(requests: Iterable[Request], *, client, cache: ResponseCache
             await _collect(client, state, entry, batch, cache=cache, budget=budget, settings=settings,
                            progress=progress, chars=chars, reservations=reservations)
         except openai.APIError as err:
-            raise RuntimeError(f"batch {entry['local_id']} ({entry.get('batch_id') or 'not created'}): "
+            raise BatchError(f"batch {entry['local_id']} ({entry.get('batch_id') or 'not created'}): "
                                f"{describe_error(err)}; rerun to resume it") from err
 
     async with client:

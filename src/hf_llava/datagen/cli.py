@@ -86,12 +86,21 @@ def run(args) -> int:
         price_table=args.price_table, batch_api=args.batch_api, batch_size=args.batch_size,
         poll_interval=args.poll_interval, image_dir=args.image_dir, push_to_hub=args.push_to_hub,
         private=args.private, progress=False if args.no_progress else None)
+    from openai import OpenAIError
+
+    from .batch import BatchError
+    from .cache import CacheLockedError
+    from .engine import FatalRequestError
+
     try:
         stats = generate(cfg)
     except KeyboardInterrupt:
         print(f"interrupted; finished responses are in {args.output_dir}/cache.jsonl, rerun to continue",
               file=sys.stderr)
         return 130
+    except (FatalRequestError, BatchError, CacheLockedError, OpenAIError, OSError, ValueError) as err:
+        print(f"hf-llava generate-data: error: {err}", file=sys.stderr)
+        return 2
     print(summary(stats))
     if stats.get("hub_url"):
         print(f"pushed to {stats['hub_url']}")

@@ -106,36 +106,52 @@ async def run_live(requests: Iterable[Request], *, client, cache: ResponseCache,
     fatal = (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError)
     pending = iter(requests)
     stop: list[str] = []
+    settled = asyncio.Condition()
+
+    async def reserve(request: Request) -> float | None:
+        """Worst-case reservation; waits for requests in flight to settle before declaring the cap reached."""
+        async with settled:
+            while not stop:
+                reservation = budget.reserve(request.prompt_chars)
+                if reservation is not None:
+                    return reservation
+                if not budget.open:
+                    stop.append("cost cap")
+                    break
+                await settled.wait()
+            return None
+
+    async def send(request: Request, reservation: float) -> dict:
+        """One request (with the client's retries) -> its durable cache record."""
+        try:
+            response = await client.chat.completions.create(
+                model=settings.model, messages=request.messages, max_tokens=settings.max_tokens,
+                temperature=settings.temperature, extra_headers={KEY_HEADER: str(request.key)},
+            )
+        except fatal as err:
+            budget.release(reservation)
+            stop.append("fatal")
+            raise FatalRequestError(f"request {request.key}: {describe_error(err)}") from err
+        except (openai.APIError, ValueError) as err:  # retries exhausted, or a response we cannot read
+            budget.release(reservation)
+            return cache.append(request.key, failed_record(describe_error(err), "live"))
+        choice = response.choices[0] if response.choices else None
+        usage = response.usage.model_dump(exclude_none=True) if response.usage else None
+        cost = budget.settle(reservation, usage, request.prompt_chars)
+        return cache.append(request.key, ok_record(
+            content=choice.message.content if choice else None,
+            finish_reason=choice.finish_reason if choice else None, usage=usage, cost=cost,
+            response_id=response.id, response_model=response.model, settings=settings, via="live"))
 
     async def worker() -> None:
         for request in pending:
-            if stop:
-                return
-            reservation = budget.reserve(request.prompt_chars)
-            if reservation is None:
-                stop.append("cost cap")
+            if stop or (reservation := await reserve(request)) is None:
                 return
             try:
-                response = await client.chat.completions.create(
-                    model=settings.model, messages=request.messages, max_tokens=settings.max_tokens,
-                    temperature=settings.temperature, extra_headers={KEY_HEADER: str(request.key)},
-                )
-            except fatal as err:
-                budget.release(reservation)
-                stop.append("fatal")
-                raise FatalRequestError(f"request {request.key}: {describe_error(err)}") from err
-            except (openai.APIError, ValueError) as err:  # retries exhausted, or a response we cannot read
-                budget.release(reservation)
-                record = cache.append(request.key, failed_record(describe_error(err), "live"))
-            else:
-                choice = response.choices[0] if response.choices else None
-                usage = response.usage.model_dump(exclude_none=True) if response.usage else None
-                cost = budget.settle(reservation, usage, request.prompt_chars)
-                record = cache.append(request.key, ok_record(
-                    content=choice.message.content if choice else None,
-                    finish_reason=choice.finish_reason if choice else None, usage=usage, cost=cost,
-                    response_id=response.id, response_model=response.model, settings=settings, via="live"))
-            progress.add(request.key, record)
+                progress.add(request.key, await send(request, reservation))
+            finally:  # wake workers waiting for budget (or for the stop)
+                async with settled:
+                    settled.notify_all()
 
     async with client:
         # return_exceptions: on a fatal error the other workers finish (and cache) what they have in flight

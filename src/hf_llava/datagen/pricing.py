@@ -70,8 +70,8 @@ class CostBudget:
         self.prices, self.model, self.max_cost, self.max_tokens, self.batch = prices, model, max_cost, max_tokens, batch
         self.spent = spent
         self.reserved = 0.0
+        self.open = 0  # reservations not yet settled or released
         self.chars_per_token = 3.0
-        self.exhausted = False
 
     @property
     def known(self) -> bool:
@@ -81,25 +81,27 @@ class CostBudget:
         return self.prices.cost(self.model, int(prompt_chars / self.chars_per_token) + 1, self.max_tokens, self.batch) or 0.0
 
     def reserve(self, prompt_chars: int, force: bool = False) -> float | None:
-        """Reserve the worst case of one request; None (and `exhausted`) when it could pass the cap.
+        """Reserve the worst case of one request; None when it could pass the cap.
 
         `force` reserves regardless (money already committed, e.g. a Batch API job submitted by an earlier run)."""
         amount = self.worst_case(prompt_chars)
         if not force and self.max_cost is not None and self.spent + self.reserved + amount > self.max_cost:
-            self.exhausted = True
             return None
         self.reserved += amount
+        self.open += 1
         return amount
 
     def release(self, reservation: float) -> None:
         """Drop the reservation of a request that got no response."""
         self.reserved -= reservation
+        self.open -= 1
 
     def settle(self, reservation: float, usage: dict | None, prompt_chars: int = 0) -> float:
         """Replace a reservation with the real cost from a response's usage; returns that cost.
 
         A response without usage is charged its reservation (the worst case), so the cap still holds."""
         self.reserved -= reservation
+        self.open -= 1
         cost = self.cost_of(usage) if usage else reservation
         self.spent += cost
         if usage and usage.get("prompt_tokens") and prompt_chars:

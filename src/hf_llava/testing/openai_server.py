@@ -38,7 +38,7 @@ _BOX_LINE = re.compile(r"^(?P<category>[^:\[\]]+):\s*\[(?P<coords>[-\d.,\s]+)\]\
 class Faults:
     rate_limit_burst: int = 0  # this many consecutive chat requests get 429 ...
     rate_limit_at: int = 0  # ... starting at this request index (0-based)
-    retry_after: float = 0.05  # seconds, sent as Retry-After
+    retry_after: float = 0.05  # seconds, sent as Retry-After with 429s and 500s
     error_rate: float = 0.0  # fraction of chat requests answered 500 (seeded, reproducible)
     fail_images: frozenset = frozenset()  # image ids whose requests always fail (500; batch: error lines)
     slow_attempts: int = 0  # the first N attempts of every key sleep `slow_latency` before answering
@@ -205,6 +205,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _authorised(self) -> bool:
         if self.state.api_key and self.headers.get("Authorization") != f"Bearer {self.state.api_key}":
+            self.state.record(endpoint="auth", key=self.headers.get(KEY_HEADER), status=401)
             self._send_json(401, _error(401, "Incorrect API key provided."))
             return False
         return True
@@ -260,7 +261,8 @@ class _Handler(BaseHTTPRequestHandler):
                                    {"Retry-After": f"{faults.retry_after:g}"})
         if fail_500 or image_id in faults.fail_images:
             state.record(**entry, status=500)
-            return self._send_json(500, _error(500, "The server had an error (loopback fault)."))
+            return self._send_json(500, _error(500, "The server had an error (loopback fault)."),
+                                   {"Retry-After": f"{faults.retry_after:g}"})
         slow = attempt <= faults.slow_attempts
         time.sleep(faults.slow_latency if slow else state.latency)
         if state.dead:
