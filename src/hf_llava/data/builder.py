@@ -104,11 +104,21 @@ def _prepared(builder_cls, config_name, cache_dir, **config_kwargs) -> Canonical
     return builder
 
 
+def _dataset_dict(builder: CanonicalBuilder) -> datasets.DatasetDict:
+    """`as_dataset()`, except that an empty split (e.g. every record skipped) becomes an empty Dataset instead of
+    an error from datasets."""
+    features = builder.info.features
+    return datasets.DatasetDict({
+        split: builder.as_dataset(split=split) if info.num_examples
+        else datasets.Dataset.from_dict({name: [] for name in features}, features=features)
+        for split, info in builder.info.splits.items()})
+
+
 def build(builder_cls: type[CanonicalBuilder], config_name: str | None = None, cache_dir: str | None = None,
           **config_kwargs) -> tuple[datasets.DatasetDict, dict[str, SkipReport]]:
     """Build one config from Python; returns the DatasetDict and the per-split skip reports."""
     builder = _prepared(builder_cls, config_name, cache_dir, **config_kwargs)
-    return builder.as_dataset(), builder.skip_reports
+    return _dataset_dict(builder), builder.skip_reports
 
 
 def config_names(builder_cls) -> list[str]:
@@ -133,7 +143,7 @@ def build_to_disk(builder_cls, output_dir: str, configs: list[str] | None = None
         for name in configs:
             builder = _prepared(builder_cls, name if multi else None, os.path.join(staging, ".cache", name),
                                 **config_kwargs)
-            dd, info = builder.as_dataset(), builder.info
+            dd, info = _dataset_dict(builder), builder.info
             dd.save_to_disk(os.path.join(final, name) if multi else final)
             built[name] = dd
             report["configs"][name] = {
