@@ -153,8 +153,8 @@ def from_llava_hf(src: str | Path, out: str | Path, chat_template: str | None = 
     from . import HfLlavaConfig, HfLlavaForConditionalGeneration, HfLlavaProcessor
 
     raw = read_config(src)
-    _require_layout(src, raw, "a transformers-native llava checkpoint", raw.get("model_type") == "llava"
-                    and "mm_vision_tower" not in raw)
+    is_native = raw.get("model_type") == "llava" and "mm_vision_tower" not in raw  # original LLaVA is "llava" too
+    _require_layout(src, raw, "a transformers-native llava checkpoint", is_native)
     native = LlavaForConditionalGeneration.from_pretrained(src, dtype="auto")
     source = native.config
     config = HfLlavaConfig(
