@@ -12,7 +12,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from tokenizers import Tokenizer
 from transformers import (
     AutoProcessor,
     CLIPVisionModel,
@@ -20,14 +19,13 @@ from transformers import (
     LlavaConfig,
     LlavaForConditionalGeneration,
     LlavaProcessor,
-    PreTrainedTokenizerFast,
 )
 
 from hf_llava import HfLlavaForConditionalGeneration, HfLlavaProcessor
 from hf_llava.chat_templates import get_chat_template
 from hf_llava.cli import main as cli_main
 from hf_llava.convert import ConversionError, from_llava, from_llava_hf, load_weights, to_llava_hf
-from hf_llava.testing import _tokenizer_json, random_image, tiny_config, tiny_image_processor, tiny_llava, tiny_tokenizer
+from hf_llava.testing import random_image, tiny_config, tiny_image_processor, tiny_llava, tiny_tokenizer
 
 PROMPT = "USER: <image>\nWhat is in the image? ASSISTANT:"
 SENTINEL = -200  # original LLaVA's image position marker
@@ -130,9 +128,9 @@ def test_to_llava_hf_loads_natively_with_equal_logits(exported):
     assert type(native_processor).__name__ == "LlavaProcessor"
     assert native_processor.image_processor.do_pad
 
-    square = random_image(2, size=(32, 32))  # hf_llava and native pad identically only up to the fill colour rounding
-    inputs = processor(images=square, text=PROMPT, return_tensors="pt")
-    native_inputs = native_processor(images=square, text=PROMPT, return_tensors="pt")
+    wide = random_image(2, size=(48, 30))  # not square: both must pad with the same (122, 116, 104) fill
+    inputs = processor(images=wide, text=PROMPT, return_tensors="pt")
+    native_inputs = native_processor(images=wide, text=PROMPT, return_tensors="pt")
     assert torch.equal(inputs["input_ids"], native_inputs["input_ids"])
     assert torch.equal(inputs["pixel_values"], native_inputs["pixel_values"])
     diff = max_diff(logits(model, inputs), logits(native, native_inputs))
@@ -163,10 +161,9 @@ def test_to_llava_hf_rejects_other_projectors(tmp_path):
 # ---------------------------------------------------------------------------------------------- original LLaVA
 def original_tokenizer():
     """The tiny tokenizer without `<image>` (its slot renamed), like Vicuna's: original LLaVA never tokenized it."""
-    return PreTrainedTokenizerFast(
-        tokenizer_object=Tokenizer.from_str(_tokenizer_json().replace('"<image>"', '"<unused0>"')),
-        bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-    )
+    tokenizer = tiny_tokenizer(chat_template=None, image_token=False)
+    tokenizer.pad_token = None  # Vicuna has none; the converter sets pad = unk
+    return tokenizer
 
 
 def save_original_llava(root, weights_format: str, embed_tower: bool, projector_type: str, select_feature: str):

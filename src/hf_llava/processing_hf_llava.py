@@ -65,7 +65,7 @@ class HfLlavaProcessor(ProcessorMixin):
 
     def _process_images(self, images, **kwargs):
         if self.pad_to_square:
-            fill = tuple(int(round(255 * mean)) for mean in self.image_processor.image_mean)
+            fill = tuple(int(255 * mean) for mean in self.image_processor.image_mean)  # CLIP: (122, 116, 104)
             images = [expand_to_square(image, fill) for image in make_flat_list_of_images(images)]
         return super()._process_images(images, **kwargs)
 

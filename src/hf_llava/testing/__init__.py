@@ -59,17 +59,21 @@ def _tokenizer_json() -> str:
     return tokenizer.to_str()
 
 
-def tiny_tokenizer(chat_template: str | None = "vicuna_v1"):
-    """A fresh small byte-level BPE tokenizer (about 400 tokens) with `<image>` as a special token."""
+def tiny_tokenizer(chat_template: str | None = "vicuna_v1", image_token: bool = True):
+    """A fresh small byte-level BPE tokenizer (400 tokens) with `<image>` as a special token.
+
+    `image_token=False` renames that slot to `<unused0>`: a Vicuna-like tokenizer that never saw `<image>`, as in
+    original LLaVA checkpoints."""
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
     from ..chat_templates import get_chat_template
 
+    source = _tokenizer_json() if image_token else _tokenizer_json().replace(f'"{IMAGE_TOKEN}"', '"<unused0>"')
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=Tokenizer.from_str(_tokenizer_json()),
+        tokenizer_object=Tokenizer.from_str(source),
         bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
-        extra_special_tokens={"image_token": IMAGE_TOKEN},
+        extra_special_tokens={"image_token": IMAGE_TOKEN} if image_token else {},
     )
     if chat_template is not None:
         tokenizer.chat_template = get_chat_template(chat_template)
