@@ -81,7 +81,8 @@ def load_coco(
             try:
                 image_id = entry["id"]
                 if image_id not in images:
-                    images[image_id] = CocoImage(image_id, entry["file_name"], int(entry["width"]), int(entry["height"]))
+                    images[image_id] = CocoImage(image_id, entry["file_name"], int(entry["width"]),
+                                                 int(entry["height"]))
             except (KeyError, TypeError, ValueError) as e:
                 report.bad(BadRecordError(path, f"image {entry.get('id')!r}", f"malformed image entry ({e!r})"))
     if captions_json is not None:

@@ -15,7 +15,8 @@ from .errors import BadRecordError
 def read_image(image_root: str | os.PathLike | None, rel_path: str, source: str, record: str) -> dict:
     """Return `{"path": rel_path, "bytes": ...}` (the `datasets.Image` storage) for root/rel_path, verified."""
     if not isinstance(rel_path, str) or not rel_path:
-        raise BadRecordError(source, record, f"image path must be a non-empty string, got {rel_path!r}", "bad image path")
+        raise BadRecordError(source, record, f"image path must be a non-empty string, got {rel_path!r}",
+                             "bad image path")
     full = os.path.join(image_root, rel_path) if image_root is not None else rel_path
     try:
         with open(full, "rb") as f:

@@ -58,11 +58,13 @@ def llava_to_canonical(record: dict, image_root: str | os.PathLike | None = None
         bad("'conversations' must be a non-empty list", "no messages")
     messages = []
     for i, turn in enumerate(convs):
-        if not isinstance(turn, dict) or turn.get("from") not in ROLE_FROM_LLAVA or not isinstance(turn.get("value"), str):
-            bad(f"turn {i} must be {{'from': human|gpt|system, 'value': str}}, got {str(turn)[:80]!r}", "malformed turn")
+        if not (isinstance(turn, dict) and turn.get("from") in ROLE_FROM_LLAVA and isinstance(turn.get("value"), str)):
+            bad(f"turn {i} must be {{'from': human|gpt|system, 'value': str}}, got {str(turn)[:80]!r}",
+                "malformed turn")
         role = ROLE_FROM_LLAVA[turn["from"]]
         if role != "user" and IMAGE_TOKEN in turn["value"]:
-            bad(f"turn {i} ({turn['from']}) contains {IMAGE_TOKEN}; images belong in human turns", "image count mismatch")
+            bad(f"turn {i} ({turn['from']}) contains {IMAGE_TOKEN}; images belong in human turns",
+                "image count mismatch")
         blocks = _blocks(turn["value"])
         if not blocks:
             bad(f"turn {i} is empty", "empty message")
