@@ -25,6 +25,8 @@ import re
 import sys
 from pathlib import Path
 
+from .checkpoint import save_checkpoint
+
 LLAVA_HF = "llava-hf"
 ORIGINAL = "llava"
 NATIVE_PROJECTOR = "mlp2x_gelu"
@@ -135,7 +137,8 @@ def _chat_template(name: str | None, fallback: str | None) -> str | None:
         raise ConversionError(str(error)) from error
 
 
-def _save(model, processor, out: str | Path) -> Path:
+def _save_native(model, processor, out: str | Path) -> Path:
+    """Plain transformers files for the native export (no remote code, no hf_llava model card)."""
     out = Path(out)
     model.save_pretrained(out)
     processor.save_pretrained(out)
@@ -181,7 +184,8 @@ def from_llava_hf(src: str | Path, out: str | Path, chat_template: str | None = 
         image_token=native_processor.image_token,
         image_seq_length=config.image_seq_length,
     )
-    return _save(model, processor, out)
+    description = f"Converted from the transformers-native llava checkpoint `{src}` with `hf-llava convert --from llava-hf`."
+    return save_checkpoint(model, processor, out, description=description)
 
 
 # ------------------------------------------------------------------------------------------------ hf_llava -> llava-hf
@@ -233,7 +237,7 @@ def to_llava_hf(src: str | Path, out: str | Path, chat_template: str | None = No
         image_token=processor.image_token,
         num_additional_image_tokens=int(vision_tower_has_cls(config.vision_config)),
     )
-    return _save(native, native_processor, out)
+    return _save_native(native, native_processor, out)
 
 
 # ------------------------------------------------------------------------------------------- original LLaVA -> hf_llava
@@ -396,7 +400,8 @@ def from_llava(
         image_seq_length=config.image_seq_length,
         pad_to_square=aspect == "pad",
     )
-    return _save(model, processor, out)
+    description = f"Converted from the original LLaVA checkpoint `{src}` with `hf-llava convert --from llava`."
+    return save_checkpoint(model, processor, out, description=description)
 
 
 # ----------------------------------------------------------------------------------------------------------------- CLI
