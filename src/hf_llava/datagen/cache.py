@@ -9,6 +9,8 @@ Design notes
   `custom_id`, so servers and logs can name the record.
 - `failed` records keep the error of a request that exhausted its retries; they are history, not results: a
   later run retries that key. A second `ok` for a key (it cannot happen through this package) is ignored on load.
+- `append` is thread-safe (one lock around write + flush + fsync), so the async engine runs it in a worker thread
+  and a slow disk never stalls the event loop.
 - A torn last line (power loss mid-write) is a record whose fsync never returned: it is cut off on open. A broken
   line anywhere else is corruption and raises an error naming the file and line.
 - One process at a time per output dir: `open()` takes an exclusive `flock` on `<dir>/.lock`.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,8 +58,8 @@ class ResponseCache:
         self.path = Path(path)
         self.ok: dict[Key, dict] = {}
         self.failed: dict[Key, dict] = {}  # last failure of keys that have no ok record
-        self.duplicates = 0
         self._file = None
+        self._write_lock = threading.Lock()
         self._lock = None
 
     def open(self) -> "ResponseCache":
@@ -109,7 +112,6 @@ class ResponseCache:
     def _remember(self, key: Key, record: dict) -> None:
         if record["status"] == "ok":
             if key in self.ok:
-                self.duplicates += 1
                 return
             self.ok[key] = record
             self.failed.pop(key, None)
@@ -123,11 +125,13 @@ class ResponseCache:
         """Durably append one record (status "ok" or "failed"); returns the stored record."""
         if record.get("status") not in ("ok", "failed"):
             raise ValueError(f"{key}: cache record needs status ok|failed, got {record.get('status')!r}")
-        if record["status"] == "ok" and key in self.ok:
-            raise RuntimeError(f"{key}: already has a finished response in {self.path}; refusing a duplicate")
-        record = {"key": str(key), **record}
-        self._file.write(json.dumps(record, ensure_ascii=False).encode() + b"\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._remember(key, record)
+        line = json.dumps({"key": str(key), **record}, ensure_ascii=False).encode() + b"\n"
+        with self._write_lock:
+            if record["status"] == "ok" and key in self.ok:
+                raise RuntimeError(f"{key}: already has a finished response in {self.path}; refusing a duplicate")
+            self._file.write(line)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            record = {"key": str(key), **record}
+            self._remember(key, record)
         return record

@@ -134,11 +134,11 @@ async def run_live(requests: Iterable[Request], *, client, cache: ResponseCache,
             raise FatalRequestError(f"request {request.key}: {describe_error(err)}") from err
         except (openai.APIError, ValueError) as err:  # retries exhausted, or a response we cannot read
             budget.release(reservation)
-            return cache.append(request.key, failed_record(describe_error(err), "live"))
+            return await asyncio.to_thread(cache.append, request.key, failed_record(describe_error(err), "live"))
         choice = response.choices[0] if response.choices else None
         usage = response.usage.model_dump(exclude_none=True) if response.usage else None
         cost = budget.settle(reservation, usage, request.prompt_chars)
-        return cache.append(request.key, ok_record(
+        return await asyncio.to_thread(cache.append, request.key, ok_record(
             content=choice.message.content if choice else None,
             finish_reason=choice.finish_reason if choice else None, usage=usage, cost=cost,
             response_id=response.id, response_model=response.model, settings=settings, via="live"))

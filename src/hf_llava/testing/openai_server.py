@@ -178,6 +178,7 @@ def _error(status: int, message: str) -> dict:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "hf-llava-loopback-openai/1"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes: no 40 ms delayed-ACK stalls
 
     def log_message(self, *args):  # keep test output clean
         pass
