@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Iterable
 
 from .cache import Key, ResponseCache
-from .engine import Progress, Request, Settings, describe_error, failed_record, ok_record
+from .engine import Progress, Request, Settings, describe_error, failed_record, ok_record, request_body
 from .pricing import CostBudget
 
 ENDPOINT = "/v1/chat/completions"
@@ -74,9 +74,7 @@ class BatchState:
     def prepare(self, requests: list[Request], settings: Settings) -> dict:
         local_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
         lines = [json.dumps({"custom_id": str(r.key), "method": "POST", "url": ENDPOINT,
-                             "body": {"model": settings.model, "messages": r.messages,
-                                      "max_tokens": settings.max_tokens, "temperature": settings.temperature}},
-                            ensure_ascii=False) for r in requests]
+                             "body": request_body(r, settings)}, ensure_ascii=False) for r in requests]
         self.directory.mkdir(parents=True, exist_ok=True)
         _write_durably(self.directory / f"{local_id}.jsonl", ("\n".join(lines) + "\n").encode())
         entry = {"local_id": local_id, "input_file": f"{local_id}.jsonl", "requests": len(requests),

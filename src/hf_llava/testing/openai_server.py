@@ -411,6 +411,11 @@ def _run_batch(state: _State, bid: str) -> None:
                  request_counts={"total": len(lines), "completed": len(outputs), "failed": len(errors)})
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # listen() backlog; the default 5 drops SYNs when 32+ clients connect at once
+
+
 class OpenAIServer:
     """`with OpenAIServer(latency=0.01) as server: AsyncOpenAI(base_url=server.url, api_key=server.api_key)`."""
 
@@ -420,9 +425,7 @@ class OpenAIServer:
         self.state = _State(faults=faults or Faults(), latency=latency, api_key=api_key,
                             batch_delay=batch_delay, log_file=log_file)
         self.state.rng = random.Random(self.state.faults.seed)
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
-        self._httpd.daemon_threads = True
-        self._httpd.request_queue_size = 256
+        self._httpd = _Server(("127.0.0.1", port), _Handler)
         self._httpd.state = self.state
         self._thread = None
 
