@@ -328,6 +328,28 @@ def test_push_to_hub_uploads_dataset_card_and_llava_json(coco, tmp_path, hub_ser
     assert len(json.loads(Path(exported).read_text())) == 6
 
 
+def test_the_coco_builder_dataset_is_an_input_too(coco, tmp_path):
+    import datasets
+
+    from hf_llava.data.coco import coco_features, coco_rows, load_coco
+    from hf_llava.data.errors import SkipReport
+    from hf_llava.data.schema import features
+
+    images = load_coco(coco["captions"], coco["instances"])[:3]
+    rows = list(coco_rows(images, coco["image_dir"], SkipReport()))
+    built = datasets.Dataset.from_list(rows, features=features(coco_features()))
+    datasets.DatasetDict({"train": built}).save_to_disk(str(tmp_path / "coco_ds"))
+    with OpenAIServer() as server:
+        stats = generate(config(coco, tmp_path / "out", server, captions=None, instances=None, image_dir=None,
+                                dataset=str(tmp_path / "coco_ds")))
+        assert delivered(server) == Counter(all_keys(3))
+    assert stats["rows"] == 9 and stats["dataset_dir"]
+    out = datasets.load_from_disk(stats["dataset_dir"])["train"]
+    assert all(row["images"][0].size == (32, 24) for row in out)
+    with pytest.raises(ValueError, match="either --captions"):
+        generate(config(coco, tmp_path / "out", server, dataset=str(tmp_path / "coco_ds")))
+
+
 def test_push_without_images_is_refused_before_any_request(coco, tmp_path):
     with OpenAIServer() as server:
         with pytest.raises(ValueError, match="--image-dir"):

@@ -38,8 +38,11 @@ def add_parser(subparsers) -> None:
                               description=DESCRIPTION, epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     io = p.add_argument_group("input / output")
-    io.add_argument("--captions", required=True, help="COCO captions_*.json")
+    io.add_argument("--captions", help="COCO captions_*.json")
     io.add_argument("--instances", help="COCO instances_*.json (boxes; used by detail and complex)")
+    io.add_argument("--dataset", help="instead of --captions/--instances: the folder written by "
+                                      "datasets_scripts/coco_captions_boxes.py (images embedded)")
+    io.add_argument("--split", default="train", help="split of --dataset (default: %(default)s)")
     io.add_argument("--output-dir", required=True, help="OUT: cache, dataset, LLaVA JSON, rejects, stats")
     io.add_argument("--types", type=_types, default=TYPES, help=f"comma-separated subset of {','.join(TYPES)}")
     io.add_argument("--limit", type=int, help="only the first N images")
@@ -79,7 +82,8 @@ def run(args) -> int:
     from .pipeline import GenerateConfig, generate, summary
 
     cfg = GenerateConfig(
-        captions=args.captions, instances=args.instances, output_dir=args.output_dir, types=args.types,
+        captions=args.captions, instances=args.instances, dataset=args.dataset, split=args.split,
+        output_dir=args.output_dir, types=args.types,
         model=args.model, base_url=args.base_url, concurrency=args.concurrency, limit=args.limit,
         prompt_version=args.prompt_version, prompts_dir=args.prompts_dir, max_tokens=args.max_tokens,
         temperature=args.temperature, timeout=args.timeout, max_retries=args.max_retries, max_cost=args.max_cost,

@@ -7,10 +7,10 @@ Design notes
   the first question at random (seeded by the row id, so reruns give identical rows), the canonical schema from
   `hf_llava.data.schema` plus columns `image_id`, `type`, `prompt_version`, `teacher_model`.
 - Detailed-description rows take their question from the prompt set's own list of instructions.
-- Images: with `--image-dir` the bytes are read, verified and embedded in `dataset/`. Without it only
-  `llava_instruct.json` is written (COCO's relative `file_name`s, like the original LLaVA JSON): `datasets`
-  cannot save an Image column whose files it cannot read. A rerun with `--image-dir` sends no request and
-  writes `dataset/`.
+- Images come from an `image_of(image, row_id)` callable (see `pipeline`): the embedded image of the COCO
+  builder's dataset, a file read and verified from `--image-dir`, or, with neither, only COCO's relative
+  `file_name`. In the last case only `llava_instruct.json` is written (file names, like the original LLaVA JSON):
+  `datasets` cannot save an Image column whose files it cannot read; a rerun with images sends no request.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import random
 import shutil
 from collections import Counter
 from pathlib import Path
+from typing import Callable
 
 from ..data.coco import CocoImage
 from .cache import Key, ResponseCache
@@ -36,8 +37,7 @@ def judge(key: Key, record: dict, prompts: PromptSet):
     return check(key.type, record.get("content"), record.get("finish_reason"), instruction)
 
 
-def make_row(key: Key, turns: list[tuple[str, str]], image: CocoImage, image_dir: str | None) -> dict:
-    from ..data.images import read_image
+def make_row(key: Key, turns: list[tuple[str, str]], image: CocoImage, image_of: Callable) -> dict:
     from ..data.schema import assistant_message, user_message
 
     row_id = f"{key.image_id}-{key.type}"
@@ -46,13 +46,12 @@ def make_row(key: Key, turns: list[tuple[str, str]], image: CocoImage, image_dir
     for i, (question, answer) in enumerate(turns):
         messages.append(user_message(question, with_image=i == 0, image_first=image_first))
         messages.append(assistant_message(answer))
-    images = [read_image(image_dir, image.file_name, "COCO images", row_id) if image_dir else image.file_name]
-    return {"id": row_id, "images": images, "messages": messages, "image_id": key.image_id, "type": key.type,
+    return {"id": row_id, "images": [image_of(image, row_id)], "messages": messages, "image_id": key.image_id, "type": key.type,
             "prompt_version": key.prompt_version, "teacher_model": key.model}
 
 
 def collect(keys: list[Key], cache: ResponseCache, prompts: PromptSet, images: dict[str, CocoImage],
-            image_dir: str | None):
+            image_of: Callable):
     """Rows, rejects and per-type counts for `keys` (in order)."""
     rows, rejects = [], []
     by_type = {}
@@ -74,7 +73,7 @@ def collect(keys: list[Key], cache: ResponseCache, prompts: PromptSet, images: d
                             "content": record.get("content")})
         else:
             counts["rows"] += 1
-            rows.append(make_row(key, turns, images[key.image_id], image_dir))
+            rows.append(make_row(key, turns, images[key.image_id], image_of))
     return rows, rejects, {t: dict(c) for t, c in by_type.items()}, usage
 
 

@@ -3,7 +3,7 @@
 Design notes
 - `DatasetDict.push_to_hub` writes the parquet shards and a README holding the `dataset_info`/`configs` metadata;
   we keep that metadata, add ours (license, tags) and replace the text with our card.
-- Images are embedded (the run needs `--image-dir` to push).
+- Images are embedded (pushing needs a run with images: `--image-dir` or `--dataset`).
 - The card states the source images, teacher model, prompt version and fingerprint, counts and the licence
   note: generated text is subject to the teacher provider's terms; COCO images keep their own licences.
 """

@@ -3,6 +3,8 @@
 Design notes
 - Requests are (image, type) pairs; the conversation type sees captions only, detail and complex also boxes
   (`hf_llava.data.coco.symbolic_context`). Keys already finished in the cache are never sent again.
+- Input: COCO annotation files (+ `--image-dir` for the images), or the dataset written by
+  datasets_scripts/coco_captions_boxes.py (`--dataset`, its `captions`/`boxes` columns and embedded images).
 - Images without captions have no context to give the teacher: they are counted in stats (`no_context`), not
   requested.
 - `--max-cost` is checked against the whole bill recorded in this output directory (earlier runs included),
@@ -18,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..data.coco import load_coco, symbolic_context
+from ..data.coco import CocoImage, load_coco, symbolic_context
 from . import TYPES
 from .cache import Key, ResponseCache
 from .engine import Progress, Request, Settings, make_client, run_live
@@ -29,9 +31,11 @@ from .prompts import DEFAULT_VERSION, USES_BOXES, load_prompts
 
 @dataclass
 class GenerateConfig:
-    captions: str
-    instances: str | None
     output_dir: str
+    captions: str | None = None
+    instances: str | None = None
+    dataset: str | None = None  # the COCO builder's save_to_disk folder, instead of captions/instances
+    split: str = "train"
     types: tuple[str, ...] = TYPES
     model: str = "gpt-4o-mini"
     base_url: str | None = None
@@ -63,17 +67,53 @@ def _check_fingerprints(cache: ResponseCache, version: str, fingerprint: str) ->
                 "new version directory and pass --prompt-version")
 
 
+def _from_dataset(path: str, split: str):
+    """COCO images (and a lookup of their embedded image) from the COCO builder's saved dataset."""
+    import datasets
+
+    ds = datasets.load_from_disk(path)
+    if isinstance(ds, datasets.DatasetDict):
+        if split not in ds:
+            raise ValueError(f"{path}: no split {split!r} (has {sorted(ds)})")
+        ds = ds[split]
+    missing = {"image_id", "file_name", "width", "height", "captions", "boxes", "images"} - set(ds.column_names)
+    if missing:
+        raise ValueError(f"{path}: not a COCO captions+boxes dataset (datasets_scripts/coco_captions_boxes.py); "
+                         f"missing columns {sorted(missing)}")
+    meta = ds.select_columns(["image_id", "file_name", "width", "height", "captions", "boxes"])
+    images = [CocoImage(row["image_id"], row["file_name"], row["width"], row["height"], list(row["captions"]),
+                        [(b["category"], list(b["bbox"])) for b in row["boxes"]]) for row in meta]
+    index = {str(image.image_id): i for i, image in enumerate(images)}
+    stored = ds.select_columns(["images"]).cast_column("images", datasets.List(datasets.Image(decode=False)))
+    return images, lambda image, row_id: stored[index[str(image.image_id)]]["images"][0]
+
+
+def load_inputs(cfg: GenerateConfig):
+    """(COCO images, image_of(image, row_id) or None when the run has no image bytes)."""
+    if (cfg.dataset is None) == (cfg.captions is None):
+        raise ValueError("give either --captions [--instances] (COCO annotation files) or --dataset (the COCO builder's output)")
+    if cfg.dataset:
+        return _from_dataset(cfg.dataset, cfg.split)
+    images = load_coco(cfg.captions, cfg.instances)
+    if cfg.image_dir is None:
+        return images, None
+    from ..data.images import read_image
+
+    return images, lambda image, row_id: read_image(cfg.image_dir, image.file_name, "COCO images", row_id)
+
+
 def generate(cfg: GenerateConfig) -> dict:
     """Run the data engine; returns the stats that are also written to OUT/stats.json."""
     unknown = set(cfg.types) - set(TYPES)
     if unknown:
         raise ValueError(f"unknown type(s) {sorted(unknown)}; choose from {', '.join(TYPES)}")
-    if cfg.push_to_hub and not cfg.image_dir:
-        raise ValueError("--push-to-hub needs --image-dir: the pushed dataset embeds the images")
+    if cfg.push_to_hub and not (cfg.image_dir or cfg.dataset):
+        raise ValueError("--push-to-hub needs the images (--image-dir, or --dataset): the pushed dataset embeds them")
     started = time.time()
     out = Path(cfg.output_dir)
     prompts = load_prompts(cfg.prompt_version, cfg.prompts_dir)
-    images = load_coco(cfg.captions, cfg.instances)[: cfg.limit]
+    images, image_of = load_inputs(cfg)
+    images = images[: cfg.limit]
     by_id = {str(image.image_id): image for image in images}
     settings = Settings(model=cfg.model, max_tokens=cfg.max_tokens, temperature=cfg.temperature,
                         concurrency=cfg.concurrency, timeout=cfg.timeout, max_retries=cfg.max_retries,
@@ -113,7 +153,8 @@ def generate(cfg: GenerateConfig) -> dict:
         finally:
             progress.close()
 
-        rows, rejects, by_type, usage = collect([r.key for r in requests], cache, prompts, by_id, cfg.image_dir)
+        rows, rejects, by_type, usage = collect([r.key for r in requests], cache, prompts, by_id,
+                                                image_of or (lambda image, row_id: image.file_name))
         failures = [{"key": str(k), "error": cache.failed[k]["error"]} for k in (r.key for r in requests)
                     if k in cache.failed]
         stats = {
@@ -130,8 +171,8 @@ def generate(cfg: GenerateConfig) -> dict:
             "seconds": round(time.time() - started, 2), "failures": failures,
             "config": {k: v for k, v in asdict(cfg).items() if k not in ("progress",)},
         }
-        stats["dataset_dir"] = str(out / "dataset") if cfg.image_dir else None
-        write_outputs(out, rows, rejects, stats, with_dataset=bool(cfg.image_dir))
+        stats["dataset_dir"] = str(out / "dataset") if image_of else None
+        write_outputs(out, rows, rejects, stats, with_dataset=image_of is not None)
     if cfg.push_to_hub:
         from .hub import push_dataset
 
@@ -153,8 +194,8 @@ def summary(stats: dict) -> str:
     if stats["stopped"] == "cost cap":
         lines.append("  stopped before the cost cap (--max-cost); rerun with a higher cap to continue")
     if stats["dataset_dir"] is None:
-        lines.append("  no --image-dir: wrote llava_instruct.json only; rerun with --image-dir COCO_IMAGES (sends no "
-                     "request) to write the canonical dataset/")
+        lines.append("  no images (--image-dir or --dataset): wrote llava_instruct.json only; rerun with --image-dir "
+                     "COCO_IMAGES (sends no request) to write the canonical dataset/")
     if stats["failed"]:
         lines.append(f"  first failure: {stats['failures'][0]['key']}: {stats['failures'][0]['error']}")
         lines.append("  failed requests are retried by the next run")
