@@ -59,11 +59,14 @@ def render_model_card(
     )
 
 
-def save_checkpoint(model, processor, output_dir: str | Path, **card_info) -> Path:
-    """Save model + processor + remote code + README.md model card into `output_dir`."""
+def save_checkpoint(model, processor, output_dir: str | Path, state_dict: dict | None = None, **card_info) -> Path:
+    """Save model + processor + remote code + README.md model card into `output_dir`.
+
+    `state_dict` (optional) replaces the model's own tensors, e.g. the full weights gathered from ZeRO-3/FSDP shards.
+    """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(output_dir)
+    model.save_pretrained(output_dir, state_dict=state_dict)
     processor.save_pretrained(output_dir)
     render_model_card(model, processor, **card_info).save(output_dir / "README.md")
     return output_dir

@@ -1,0 +1,110 @@
+"""`LlavaArguments`: what recipes/sft.py adds to TRL's `SFTConfig` and `ModelConfig`.
+
+Design notes
+- Parsed by `TrlParser((LlavaArguments, SFTConfig, ModelConfig))`, so every field is a YAML key and a `--flag`.
+  Fields TRL already has are not repeated: the stage-2 checkpoint is `model_name_or_path`, the loading dtype `dtype`
+  and LoRA `use_peft`/`lora_*` (ModelConfig); `max_length`, `seed` and all optimisation settings are SFTConfig's
+  (`max_length` is handed to the collator).
+- A model is either composed from parts (`vision_tower` or `vision_tower_config`, plus `llm`) or loaded from a
+  hf_llava checkpoint (`model_name_or_path`), never both.
+- `datasets` is a list because HfArgumentParser cannot type a list of mappings: in YAML each item is a mapping
+  (see `DatasetSpec`), on the command line a path / Hub id or a JSON object.
+"""
+
+import json
+from dataclasses import dataclass, field, fields
+
+STAGES = (1, 2)
+
+
+@dataclass
+class DatasetSpec:
+    """One source of a training mixture (canonical rows: `id`, `images`, `messages`).
+
+    Exactly one of `path` (a Hub dataset id, a local data folder, or a `save_to_disk` folder; `name` is the Hub
+    config, or the sub-folder of a multi-config `save_to_disk` build such as `data/shapes` + `caption`) and
+    `llava_json` (a LLaVA JSON/JSONL file whose image paths are relative to `image_root`).
+    `weight` scales the source's share: round(weight * rows) rows are used per epoch (1: all; 0.5: a seeded random
+    half; 2: every row twice).
+    """
+
+    path: str | None = None
+    name: str | None = None
+    split: str = "train"
+    llava_json: str | None = None
+    image_root: str | None = None
+    weight: float = 1.0
+
+    def __post_init__(self):
+        if (self.path is None) == (self.llava_json is None):
+            raise ValueError(f"a dataset needs exactly one of `path` and `llava_json`, got {self}")
+        if self.weight <= 0:
+            raise ValueError(f"dataset weight must be > 0, got {self.weight} for {self.describe()}")
+
+    def describe(self) -> str:
+        source = self.llava_json or "/".join(filter(None, [self.path, self.name]))
+        return f"{source}[{self.split}]"
+
+    @classmethod
+    def parse(cls, item) -> "DatasetSpec":
+        """A mapping (YAML), a JSON object string, or a bare path / Hub id (command line)."""
+        if isinstance(item, cls):
+            return item
+        if isinstance(item, str):
+            item = json.loads(item) if item.lstrip().startswith("{") else {"path": item}
+        if not isinstance(item, dict):
+            raise ValueError(f"a dataset is a mapping or a path, got {item!r}")
+        unknown = set(item) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown dataset key(s) {sorted(unknown)} in {item}; allowed: "
+                             f"{[f.name for f in fields(cls)]}")
+        return cls(**item)
+
+
+@dataclass
+class LlavaArguments:
+    # model from parts (stage 1); a checkpoint goes in ModelConfig's `model_name_or_path`
+    vision_tower: str | None = field(
+        default=None, metadata={"help": "CLIP/SigLIP checkpoint (Hub id or path) to compose the model from"})
+    vision_tower_config: dict | str | None = field(
+        default=None,
+        metadata={"help": "train a CLIP vision tower from scratch: its CLIPVisionConfig fields (YAML mapping or "
+                          "JSON), instead of `vision_tower`"})
+    llm: str | None = field(
+        default=None, metadata={"help": "causal LM (Hub id or path), or 'smollm2' for the bundled SmolLM2-135M"})
+    projector_type: str = field(
+        default="mlp2x_gelu", metadata={"help": "linear, mlpNx_gelu or identity (model from parts only)"})
+    chat_template: str | None = field(
+        default=None,
+        metadata={"help": "named template (plain, vicuna_v1, chatml, llama2); replaces a checkpoint's template "
+                          "(stage 1 trains with 'plain', stage 2 with a conversation template)"})
+    pad_to_square: bool = field(
+        default=False, metadata={"help": "pad images to squares with the mean colour (LLaVA-1.5; model from parts)"})
+    # what trains
+    stage: int = field(
+        default=1, metadata={"help": "1: only the projector trains; 2: projector + LLM (or its LoRA adapter)"})
+    tune_vision_tower: bool = field(default=False, metadata={"help": "train the vision tower too"})
+    projector_lr: float | None = field(
+        default=None, metadata={"help": "learning rate of the projector (default: learning_rate)"})
+    # data
+    datasets: list[str] = field(
+        default_factory=list,
+        metadata={"help": "training mixture: YAML list of {path|llava_json, name, split, image_root, weight}; on "
+                          "the command line paths/Hub ids or JSON objects"})
+    eval_datasets: list[str] = field(default_factory=list, metadata={"help": "evaluation mixture, same format"})
+    random_image_placement: bool = field(
+        default=False, metadata={"help": "put the first turn's image before or after the question at random"})
+    skip_bad_samples: bool = field(
+        default=False,
+        metadata={"help": "skip (and count) samples whose image tokens would be truncated or that have nothing "
+                          "to supervise, and bad LLaVA JSON records, instead of stopping with an error"})
+
+    def __post_init__(self):
+        if self.stage not in STAGES:
+            raise ValueError(f"stage must be 1 or 2, got {self.stage}")
+        if isinstance(self.vision_tower_config, str):
+            self.vision_tower_config = json.loads(self.vision_tower_config)
+        if self.vision_tower and self.vision_tower_config:
+            raise ValueError("give either vision_tower (pretrained) or vision_tower_config (from scratch), not both")
+        self.datasets = [DatasetSpec.parse(item) for item in self.datasets]
+        self.eval_datasets = [DatasetSpec.parse(item) for item in self.eval_datasets]

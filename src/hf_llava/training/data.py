@@ -1,0 +1,89 @@
+"""Training mixtures: `DatasetSpec`s -> one `datasets.Dataset` of canonical rows.
+
+Design notes
+- Sources: a `save_to_disk` folder (`load_from_disk`), a Hub id or local data folder (`load_dataset`), or a LLaVA
+  JSON file (converted with `hf_llava.data.llava_json`, cached by `Dataset.from_generator`; images are read and
+  verified once, bad records raise or are counted with `skip_bad`).
+- Only the canonical columns are kept and cast to the canonical features, so sources built by different builders
+  concatenate. Weights are row multiplicities (see `DatasetSpec`), drawn with a seeded RNG: the mixture is the
+  same on every rank and every resume. The trainer's sampler shuffles it.
+"""
+
+import logging
+import random
+from pathlib import Path
+
+from ..data.schema import CANONICAL_COLUMNS
+from .arguments import DatasetSpec
+
+logger = logging.getLogger(__name__)
+
+
+def _llava_json_rows(path: str, image_root: str | None, skip_bad: bool):
+    from ..data.errors import SkipReport
+    from ..data.llava_json import iter_llava_json
+
+    report = SkipReport(skip_bad=skip_bad)
+    yield from iter_llava_json(path, image_root, report)
+    if report.total:
+        logger.warning("%s: %s", path, report.summary())
+
+
+def _is_saved_dataset(folder: Path) -> bool:
+    return (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file()
+
+
+def load_source(spec: DatasetSpec, skip_bad: bool = False):
+    """The rows of one source (one split), canonical columns only."""
+    import datasets
+
+    from ..data.schema import features
+
+    if spec.llava_json is not None:
+        dataset = datasets.Dataset.from_generator(
+            _llava_json_rows, features=features(),
+            gen_kwargs={"path": spec.llava_json, "image_root": spec.image_root, "skip_bad": skip_bad},
+        )
+    else:
+        local = Path(spec.path, spec.name or "")
+        if _is_saved_dataset(local):
+            dataset = datasets.load_from_disk(str(local))
+            if isinstance(dataset, datasets.DatasetDict):
+                if spec.split not in dataset:
+                    raise ValueError(f"{local} has no split {spec.split!r} (it has {list(dataset)})")
+                dataset = dataset[spec.split]
+        else:
+            dataset = datasets.load_dataset(spec.path, spec.name, split=spec.split)
+    missing = [column for column in CANONICAL_COLUMNS if column not in dataset.column_names]
+    if missing:
+        raise ValueError(
+            f"dataset {spec.describe()} lacks the canonical column(s) {missing} (it has {dataset.column_names}); "
+            "convert it with a datasets_scripts/ builder first"
+        )
+    return dataset.select_columns(list(CANONICAL_COLUMNS)).cast(features())
+
+
+def weighted_indices(num_rows: int, weight: float, rng: random.Random) -> list[int]:
+    """round(weight * num_rows) row indices: whole copies for the integer part, a random subset for the rest."""
+    copies, fraction = divmod(weight, 1)
+    extra = round(fraction * num_rows)
+    return list(range(num_rows)) * int(copies) + sorted(rng.sample(range(num_rows), extra))
+
+
+def load_mixture(specs: list[DatasetSpec], seed: int = 0, skip_bad: bool = False):
+    """One Dataset of every source, each repeated/subsampled by its weight."""
+    import datasets
+
+    if not specs:
+        raise ValueError("no datasets given: set `datasets` (a list of sources) in the recipe or on the command line")
+    rng = random.Random(seed)
+    parts = []
+    for spec in specs:
+        dataset = load_source(spec, skip_bad)
+        if len(dataset) == 0:
+            raise ValueError(f"dataset {spec.describe()} is empty")
+        if spec.weight != 1:
+            dataset = dataset.select(weighted_indices(len(dataset), spec.weight, rng))
+        logger.info("dataset %s: %d rows (weight %g)", spec.describe(), len(dataset), spec.weight)
+        parts.append(dataset)
+    return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)

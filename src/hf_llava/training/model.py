@@ -1,0 +1,114 @@
+"""Model assembly for training: compose or load, choose what trains, and the LoRA config.
+
+Design notes
+- From parts (`vision_tower` + `llm`) the model is composed by `hf_llava.build.build_llava`; `vision_tower_config`
+  first writes a randomly initialised CLIP tower (seeded) and composes from it, so the tower "trained from
+  scratch" goes through the same path as a pretrained one. From a checkpoint (`model_name_or_path`) the model and
+  processor load as saved; `chat_template` replaces the processor's template either way (stage 1: `plain`).
+- What trains is set by `requires_grad` only: stage 1 the projector, stage 2 projector + LLM (+ lm_head), the
+  vision tower only with `tune_vision_tower`. The optimizer sees exactly the trainable parameters.
+- LoRA targets are a regex anchored on `model.language_model.`: CLIP/SigLIP towers also have `q_proj`/`v_proj`,
+  and a bare name list would put adapters into the vision tower. The default targets are every `nn.Linear` of
+  the LLM (LLaVA's "all linears", lm_head excluded). The projector (and a tuned vision tower) go to
+  `modules_to_save`, so they are fully trained and stored in every adapter checkpoint.
+"""
+
+import logging
+import re
+import tempfile
+
+from .arguments import LlavaArguments
+
+logger = logging.getLogger(__name__)
+
+PROJECTOR = "multi_modal_projector"
+LANGUAGE_MODEL_PREFIX = "model.language_model."
+
+
+def load_model_and_processor(args: LlavaArguments, model_args, seed: int = 0):
+    """(model, processor) from parts or from `model_args.model_name_or_path`."""
+    from ..chat_templates import get_chat_template
+
+    if model_args.model_name_or_path:
+        if args.vision_tower or args.vision_tower_config or args.llm:
+            raise ValueError("give either model_name_or_path (a checkpoint) or vision_tower/llm (parts), not both")
+        model, processor = _load_checkpoint(model_args)
+    else:
+        if not (args.vision_tower or args.vision_tower_config) or not args.llm:
+            raise ValueError(
+                "no model: set model_name_or_path (a hf_llava checkpoint, e.g. stage 1's output) or compose one "
+                "from vision_tower (or vision_tower_config) and llm"
+            )
+        model, processor = _compose(args, model_args.dtype, seed)
+    if args.chat_template:
+        processor.chat_template = get_chat_template(args.chat_template)
+    return model, processor
+
+
+def _load_checkpoint(model_args):
+    from .. import HfLlavaForConditionalGeneration, HfLlavaProcessor
+
+    kwargs = dict(revision=model_args.model_revision)
+    model = HfLlavaForConditionalGeneration.from_pretrained(
+        model_args.model_name_or_path, dtype=model_args.dtype, attn_implementation=model_args.attn_implementation,
+        **kwargs)
+    processor = HfLlavaProcessor.from_pretrained(model_args.model_name_or_path, **kwargs)
+    return model, processor
+
+
+def _compose(args: LlavaArguments, dtype: str, seed: int):
+    from ..build import build_llava
+    from ..demo import save_random_clip_tower
+
+    def build(vision_tower: str):
+        return build_llava(vision_tower, args.llm, projector_type=args.projector_type,
+                           chat_template=args.chat_template, pad_to_square=args.pad_to_square, dtype=dtype)
+
+    if args.vision_tower:
+        return build(args.vision_tower)
+    with tempfile.TemporaryDirectory(prefix="hf_llava_tower_") as tower_dir:
+        save_random_clip_tower(tower_dir, seed=seed, **args.vision_tower_config)
+        return build(tower_dir)
+
+
+def set_trainable(model, stage: int, tune_vision_tower: bool = False) -> dict[str, int]:
+    """Freeze everything, then unfreeze the parts `stage` trains. Returns trainable parameter counts per part."""
+    model.requires_grad_(False)
+    parts = {"projector": model.model.multi_modal_projector}
+    if stage == 2:
+        parts["language model"] = model.model.language_model
+        parts["lm_head"] = model.lm_head
+    if tune_vision_tower:
+        parts["vision tower"] = model.model.vision_tower
+    for module in parts.values():
+        module.requires_grad_(True)
+    counts = {name: sum(p.numel() for p in module.parameters()) for name, module in parts.items()}
+    logger.info("trainable: %s", ", ".join(f"{name} {n / 1e6:.2f} M" for name, n in counts.items()))
+    return counts
+
+
+def llm_linear_names(model) -> list[str]:
+    """Leaf names of every nn.Linear inside the language model (q_proj, ..., down_proj for Llama)."""
+    import torch
+
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.model.language_model.named_modules()
+                   if isinstance(module, torch.nn.Linear)})
+
+
+def lora_config(model, model_args, tune_vision_tower: bool = False):
+    """A peft LoraConfig from TRL's ModelConfig fields, with targets restricted to the language model."""
+    from peft import LoraConfig
+
+    names = model_args.lora_target_modules
+    if isinstance(names, str):  # ModelConfig turns a one-item list into a string
+        names = [names]
+    if not names or names == ["all-linear"]:
+        names = llm_linear_names(model)
+    target = re.escape(LANGUAGE_MODEL_PREFIX) + r".*\.(" + "|".join(map(re.escape, names)) + ")"
+    modules_to_save = [PROJECTOR, *(["vision_tower"] if tune_vision_tower else []),
+                       *(model_args.lora_modules_to_save or [])]
+    return LoraConfig(
+        task_type=model_args.lora_task_type, r=model_args.lora_r, lora_alpha=model_args.lora_alpha,
+        lora_dropout=model_args.lora_dropout, target_modules=target, modules_to_save=modules_to_save, bias="none",
+        use_rslora=model_args.use_rslora, use_dora=model_args.use_dora,
+    )

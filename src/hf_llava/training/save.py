@@ -1,0 +1,106 @@
+"""The final folder of a training run, and its push to the Hub.
+
+Design notes
+- Intermediate `checkpoint-N` folders are the Trainer's: full weights (+ config, remote code, processor), or for
+  LoRA the adapter with the projector (`modules_to_save`) and the processor. Each reloads and resumes on its own.
+- The final `output_dir` is always a plain, merged hf_llava checkpoint written by `save_checkpoint` (weights,
+  processor, chat template, remote code, model card), so it loads with `AutoModelForImageTextToText` and converts
+  to native llava like any other. A LoRA run also keeps its adapter + projector in `output_dir/adapter`.
+- Merging is done on the main process from the saved adapter onto a freshly loaded base (same arguments as the
+  run), which works the same whether the trained copy was sharded (ZeRO-3, FSDP) or not. Full weights are
+  gathered with `accelerator.get_state_dict` on every rank, then written by the main process.
+- The push uploads the final folder with `upload_folder` to the repo the Trainer created (`hub_model_id`):
+  `Trainer.push_to_hub` would re-save the unmerged model and replace our model card.
+"""
+
+import logging
+from pathlib import Path
+
+from ..checkpoint import save_checkpoint
+from .arguments import LlavaArguments
+from .model import load_model_and_processor
+
+logger = logging.getLogger(__name__)
+
+ADAPTER_DIR = "adapter"
+
+
+def card_info(args: LlavaArguments, model_args, training_args, trainer) -> dict:
+    """Model-card fields describing this run."""
+    trained = {1: "projector", 2: "LoRA adapter on the LLM + projector" if model_args.use_peft
+               else "projector + LLM"}[args.stage]
+    if args.tune_vision_tower:
+        trained += " + vision tower"
+    sources = [spec.describe() for spec in args.datasets]
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    schedule = getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type)
+    global_batch = (training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+                    * training_args.world_size)
+    projector_lr = f" (projector {args.projector_lr:g})" if args.projector_lr is not None else ""
+    lines = [
+        f"Trained with hf-llava's `recipes/sft.py` (TRL SFTTrainer), stage {args.stage}: {trained}.",
+        "",
+        f"- data: {', '.join(sources)}",
+        f"- {trainer.state.global_step} steps ({trainer.state.epoch or 0:.2f} epochs), learning rate "
+        f"{training_args.learning_rate:g}{projector_lr}, {schedule} schedule, global batch {global_batch}",
+    ]
+    if losses:
+        lines.append(f"- training loss: {losses[0]:.4f} (first log) -> {losses[-1]:.4f} (last log)")
+    if model_args.use_peft:
+        lines.append(f"- LoRA r={model_args.lora_r}, alpha={model_args.lora_alpha}, merged into these weights "
+                     f"(adapter + projector in `{ADAPTER_DIR}/`)")
+    hub_datasets = [spec.path for spec in args.datasets if spec.path and not Path(spec.path).exists()]
+    return dict(
+        model_name=Path(training_args.output_dir).name,
+        repo_id=getattr(trainer, "hub_model_id", None) or training_args.hub_model_id,
+        vision_tower=args.vision_tower or ("CLIP vision tower trained from scratch" if args.vision_tower_config
+                                           else None),
+        llm=args.llm,
+        chat_template=args.chat_template or "see chat_template.jinja",
+        training="\n".join(lines),
+        datasets=hub_datasets or None,
+    )
+
+
+def _merged_model(args: LlavaArguments, model_args, adapter_dir: Path, seed: int):
+    from peft import PeftModel
+
+    base, _ = load_model_and_processor(args, model_args, seed)
+    return PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+
+
+def save_final(trainer, processor, args: LlavaArguments, model_args, training_args) -> Path:
+    """Write the final merged checkpoint into output_dir (all ranks must call this) and push it if asked."""
+    from peft import PeftModel
+
+    accelerator = trainer.accelerator
+    out = Path(training_args.output_dir)
+    info = card_info(args, model_args, training_args, trainer)
+    if isinstance(accelerator.unwrap_model(trainer.model), PeftModel):
+        adapter_dir = out / ADAPTER_DIR
+        trainer.save_model(str(adapter_dir))  # gathers shards; adapter + projector + processor
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            model = _merged_model(args, model_args, adapter_dir, training_args.seed)
+            save_checkpoint(model, processor, out, **info)
+    else:
+        state_dict = accelerator.get_state_dict(trainer.model_wrapped)
+        if accelerator.is_main_process:
+            save_checkpoint(accelerator.unwrap_model(trainer.model), processor, out, state_dict=state_dict, **info)
+    if accelerator.is_main_process:
+        logger.info("final checkpoint saved to %s", out)
+        if training_args.push_to_hub:
+            _push(trainer, out, training_args)
+    accelerator.wait_for_everyone()
+    return out
+
+
+def _push(trainer, folder: Path, training_args) -> None:
+    from huggingface_hub import upload_folder
+
+    commit = upload_folder(
+        repo_id=trainer.hub_model_id, folder_path=folder, token=training_args.hub_token,
+        commit_message="End of training (hf-llava recipes/sft.py)",
+        ignore_patterns=["checkpoint-*", "checkpoint-*/**", "runs/**"],
+    )
+    logger.info("pushed %s to %s", folder, commit.commit_url)

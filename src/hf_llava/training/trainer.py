@@ -1,0 +1,43 @@
+"""`LlavaSFTTrainer`: TRL's SFTTrainer with a separate projector learning rate.
+
+Design notes
+- The only override is `create_optimizer`: with `projector_lr` set it hands the Trainer ready-made parameter groups
+  through `optimizer_cls_and_kwargs` (`params` replaces the default groups, the same hook GaLore uses), then lets
+  the stock method build the optimizer. So optimizer choice (`optim`), factories, DeepSpeed and the 8-bit
+  bitsandbytes handling stay the Trainer's.
+- Groups: the rest, then the projector, each split into weight-decay / no-decay by the Trainer's own rule (the
+  logged learning rate is the first group's, i.e. `learning_rate`). The projector is found by name (`multi_modal_projector`), which also matches PEFT's `modules_to_save` copy of it.
+"""
+
+from trl import SFTTrainer
+
+from .model import PROJECTOR
+
+
+class LlavaSFTTrainer(SFTTrainer):
+    def __init__(self, *args, projector_lr: float | None = None, **kwargs):
+        self.projector_lr = projector_lr
+        super().__init__(*args, **kwargs)
+
+    def parameter_groups(self, model) -> list[dict]:
+        decay = set(self.get_decay_parameter_names(model))
+        groups = {}
+        for name, param in model.named_parameters():
+            if not param.requires_grad:
+                continue
+            is_projector = PROJECTOR in name
+            key = (is_projector, name in decay)
+            if key not in groups:
+                groups[key] = {"params": [], "weight_decay": self.args.weight_decay if key[1] else 0.0}
+                if is_projector:
+                    groups[key]["lr"] = self.projector_lr
+            groups[key]["params"].append(param)
+        return [groups[key] for key in sorted(groups)]  # the LLM's groups first: logs report the first group's lr
+
+    def create_optimizer(self, model=None):
+        if self.projector_lr is not None and self.optimizer is None:
+            opt_model = self.model if model is None else model
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+            self.optimizer_cls_and_kwargs = (optimizer_cls,
+                                             {**optimizer_kwargs, "params": self.parameter_groups(opt_model)})
+        return super().create_optimizer(model)
