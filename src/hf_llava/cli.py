@@ -25,13 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in SUBCOMMANDS:
-        try:
-            module = import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name != module_name:  # a real missing dependency inside the module: say so
-                raise
-            continue  # subcommand not part of this build yet
-        module.add_parser(subparsers)
+        import_module(module_name).add_parser(subparsers)
     return parser
 
 
