@@ -67,24 +67,30 @@ def test_built_model_carries_the_pretrained_weights(sources, vision, llm):
     assert processor.image_seq_length == model.config.image_seq_length
 
 
-@pytest.mark.parametrize(("llm", "added"), [("llama", []), ("qwen2", ["<image>"]), ("mistral", ["<image>", "<pad>"])])
-def test_tokenizer_gains_image_token_and_embeddings_grow_only_when_needed(sources, llm, added):
+@pytest.mark.parametrize(("llm", "grows", "pad"), [("llama", False, "<pad>"), ("qwen2", True, "<|endoftext|>"),
+                                                  ("mistral", True, "<unk>")])
+def test_tokenizer_gains_image_token_and_embeddings_grow_only_when_needed(sources, llm, grows, pad):
     from transformers import AutoConfig, AutoTokenizer
 
     source_tokenizer = AutoTokenizer.from_pretrained(sources[llm])
     source_vocab = AutoConfig.from_pretrained(sources[llm]).vocab_size
     model, processor = build(sources, "clip_vision", llm)
     tokenizer = processor.tokenizer
-    assert len(tokenizer) == len(source_tokenizer) + len(added)
-    for token in added:
-        assert tokenizer.convert_tokens_to_ids(token) >= len(source_tokenizer)  # appended, existing ids unchanged
-    assert tokenizer.pad_token is not None and model.generation_config.pad_token_id == tokenizer.pad_token_id
-    # llama's vocabulary is padded past its tokenizer (no resize); the others grow to fit exactly
-    assert model.get_input_embeddings().num_embeddings == model.config.text_config.vocab_size == max(
-        source_vocab, len(tokenizer))
-    assert model.config.image_token_id == tokenizer.convert_tokens_to_ids("<image>")
+    image_token_id = model.config.image_token_id
+    assert image_token_id == tokenizer.convert_tokens_to_ids("<image>")
+    assert tokenizer.pad_token == pad and model.generation_config.pad_token_id == tokenizer.pad_token_id
     ids = tokenizer("what <image> circle", add_special_tokens=False).input_ids
-    assert ids.count(model.config.image_token_id) == 1  # one special token, never split
+    assert ids.count(image_token_id) == 1  # one special token, never split
+    size = model.get_input_embeddings().num_embeddings
+    assert size == model.config.text_config.vocab_size
+    if not grows:  # llama: <image> known and the vocabulary padded past the tokenizer: nothing changes
+        assert len(tokenizer) == len(source_tokenizer) and size == source_vocab
+        return
+    # <image> appended after every existing id; embeddings grown to fit it, the new rows = mean of the old ones
+    assert len(tokenizer) == len(source_tokenizer) + 1 and image_token_id == len(source_tokenizer)
+    assert size == len(tokenizer) > source_vocab
+    for weight in (model.get_input_embeddings().weight, model.lm_head.weight):
+        torch.testing.assert_close(weight[source_vocab:], weight[:source_vocab].mean(0).expand(size - source_vocab, -1))
 
 
 def test_chat_template_by_name_or_from_the_tokenizer(sources):

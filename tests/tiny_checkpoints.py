@@ -50,7 +50,7 @@ def save_qwen2(path: Path) -> Path:
 
 
 def save_mistral(path: Path) -> Path:
-    """Untied Mistral with `word_tokenizer()`: `<image>` and `<pad>` must be added and the embeddings grown."""
+    """Untied Mistral with `word_tokenizer()`: `<image>` must be added, embeddings grown, pad chosen (unk)."""
     return save_llm(path, "mistral", word_tokenizer(), seed=4)
 
 

@@ -5,9 +5,10 @@ Design notes
   the checkpoint lacks is an error: a silently random tower is the worst possible outcome of a build.
 - The composite is created on the meta device and the loaded modules are moved into it, not copied, so building a
   7B model needs no second copy of its weights. Only the projector is freshly initialised.
-- `<image>` becomes a special token when the tokenizer lacks it (and `<pad>` when it has no pad token); embeddings
-  grow only when the vocabulary is really too small, so padded vocabularies (Qwen2) keep their size. Existing rows
-  are untouched: text-only logits equal the source LLM's.
+- `<image>` becomes a special token when the tokenizer lacks it (a missing pad token becomes unk, as in original
+  LLaVA, else eos); embeddings grow only when the vocabulary is really too small, so padded vocabularies (Qwen2) keep
+  their size. New rows are the mean of the old ones (as `hf-llava convert` does); existing rows are untouched, so
+  text-only logits equal the source LLM's.
 - The chat template is a named one from `hf_llava.chat_templates`, or the LLM tokenizer's own when it marks
   assistant answers with `{% generation %}` (the loss mask comes from the template); anything else is an error.
 - `--llm smollm2` is the bundled SmolLM2-135M-Instruct (see `hf_llava.smollm2`).
@@ -17,7 +18,6 @@ import argparse
 from pathlib import Path
 
 IMAGE_TOKEN = "<image>"
-PAD_TOKEN = "<pad>"
 
 
 def _check_loading_info(info: dict, source: str, what: str) -> None:
@@ -69,23 +69,34 @@ def resolve_llm(name_or_path: str) -> str:
 
 
 def load_llm(name_or_path: str, dtype="auto"):
-    """(causal LM, tokenizer) with `<image>` (and a pad token) in the tokenizer and room for them in the embeddings."""
+    """(causal LM, tokenizer) with `<image>` and a pad token in the tokenizer, and a row for `<image>` in the embeddings."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = resolve_llm(name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(source)
     llm, info = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, output_loading_info=True)
     _check_loading_info(info, source, "language model")
-    new_tokens = {}
     if tokenizer.convert_tokens_to_ids(IMAGE_TOKEN) in (None, tokenizer.unk_token_id):
-        new_tokens["extra_special_tokens"] = [IMAGE_TOKEN]
-    if tokenizer.pad_token is None:
-        new_tokens["pad_token"] = PAD_TOKEN
-    tokenizer.add_special_tokens(new_tokens, replace_extra_special_tokens=False)
-    if len(tokenizer) > llm.get_input_embeddings().num_embeddings:
-        llm.resize_token_embeddings(len(tokenizer))
+        tokenizer.add_special_tokens({"extra_special_tokens": [IMAGE_TOKEN]}, replace_extra_special_tokens=False)
+    if tokenizer.pad_token is None:  # original LLaVA padded with unk; eos where there is none
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    grow_embeddings(llm, len(tokenizer))
     llm.config.pad_token_id = llm.generation_config.pad_token_id = tokenizer.pad_token_id
     return llm.eval(), tokenizer
+
+
+def grow_embeddings(llm, size: int) -> None:
+    """Give the input (and untied output) embeddings `size` rows if they have fewer; new rows = mean of the old."""
+    import torch
+
+    old = llm.get_input_embeddings().num_embeddings
+    if size <= old:
+        return
+    llm.resize_token_embeddings(size, mean_resizing=False)
+    embeddings = [llm.get_input_embeddings().weight, llm.get_output_embeddings().weight]
+    with torch.no_grad():
+        for weight in {id(w): w for w in embeddings}.values():  # once if tied
+            weight[old:] = weight[:old].float().mean(0).to(weight.dtype)
 
 
 def choose_chat_template(name: str | None, tokenizer) -> str:
