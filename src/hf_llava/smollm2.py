@@ -14,6 +14,7 @@ Design notes
 
 import importlib.util
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -79,11 +80,13 @@ def smollm2_path(cache_dir: str | Path | None = None) -> Path:
     target = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if _is_checkpoint(target):
         return target
-    gguf_path()  # fail with the pip command before spending time on the conversion
+    source = gguf_path()  # fail with the pip command before spending time on the conversion
+    print(f"Converting the bundled SmolLM2 ({source.name}) into {target} once (about a minute)...", file=sys.stderr)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         save_plain_llama(*load_gguf(), staging)
+        staging.chmod(0o755)  # mkdtemp made it private; the cache is an ordinary directory
         if target.exists() and not _is_checkpoint(target):  # left over from something else: replace it
             shutil.rmtree(target)
         try:
