@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None, callbacks: list | None = None):
     """Parse `argv` (default sys.argv[1:]), train, save the final checkpoint; returns the trainer."""
     args, training_args, model_args = make_parser().parse_args_and_config(argv)
     setup_logging(training_args)
+    if model_args.load_in_4bit or model_args.load_in_8bit:
+        raise NotImplementedError("QLoRA (load_in_4bit/load_in_8bit) is not wired into recipes/sft.py yet; train "
+                                  "with LoRA (use_peft) on unquantised weights")
     if model_args.use_peft and args.stage == 1:
         raise ValueError("use_peft trains a LoRA adapter on the LLM, which stage 1 keeps frozen: use stage 2")
     # the collator tokenises, masks and pads; the trainer must not prepare or prune the canonical rows
