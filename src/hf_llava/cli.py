@@ -14,6 +14,7 @@ SUBCOMMANDS = [
     "hf_llava.build",
     "hf_llava.demo",
     "hf_llava.datagen.cli",
+    "hf_llava.eval.cli",
 ]
 
 

@@ -1,0 +1,47 @@
+"""`hf-llava eval BENCHMARK`: one sub-subcommand per benchmark (shapes now; llava-bench and scienceqa later).
+
+Heavy imports (torch, transformers, datasets) stay inside the functions so `hf-llava --help` stays fast.
+"""
+
+import argparse
+
+
+def run_shapes(args: argparse.Namespace) -> int:
+    from .generate import load_model
+    from .report import write_report
+    from .shapes import evaluate, load_rows, markdown_table, save_results
+
+    rows = load_rows(args.data, None if args.data else args.num_images, args.image_size, args.seed)
+    model, processor = load_model(args.model)
+    result = evaluate(model, processor, rows, args.batch_size, args.max_new_tokens, blank_image=args.blank_image)
+    paths = save_results(result, args.output_dir, model=args.model)
+    report = write_report(result, rows, args.output_dir, model=args.model)
+    print(markdown_table(result))
+    print(f"\nwritten to {args.output_dir}/: {', '.join(p.name for p in [*paths.values(), *report.values()])}")
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("eval", help="evaluate a checkpoint (shapes VQA)",
+                                   description="Evaluate a hf_llava checkpoint on a benchmark.")
+    benchmarks = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
+    shapes = benchmarks.add_parser(
+        "shapes", help="held-out synthetic-shapes VQA: exact-match accuracy per question type",
+        description="Ask a checkpoint the held-out synthetic-shapes questions (colour, shape, count, position, "
+        "existence) and score its short answers by exact match. Writes predictions.jsonl, results.json, "
+        "results.md, report.md and grid.png to --output-dir.",
+    )
+    shapes.add_argument("--model", required=True, help="hf_llava checkpoint folder or Hub id")
+    source = shapes.add_mutually_exclusive_group()
+    source.add_argument("--data", help="a datasets_scripts/synthetic_shapes.py output folder (or its vqa/ folder)")
+    source.add_argument("--num-images", type=int, default=200,
+                        help="without --data: generate this many held-out scenes, 5 questions each (default 200)")
+    shapes.add_argument("--image-size", type=int, default=64, help="generated scenes: image side (default 64)")
+    shapes.add_argument("--seed", type=int, default=0, help="generated scenes: dataset seed (default 0)")
+    shapes.add_argument("--blank-image", action="store_true",
+                        help="also answer every question with a blank (mean-grey) image, to show that the answers "
+                             "depend on the picture")
+    shapes.add_argument("--output-dir", default="outputs/eval-shapes", help="default: outputs/eval-shapes")
+    shapes.add_argument("--batch-size", type=int, default=16)
+    shapes.add_argument("--max-new-tokens", type=int, default=10)
+    shapes.set_defaults(func=run_shapes)

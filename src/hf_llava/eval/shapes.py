@@ -1,0 +1,161 @@
+"""The held-out synthetic-shapes VQA (the demo's benchmark): accuracy per question type, with and without the image.
+
+Design notes
+- Rows are the `vqa` config of datasets_scripts/synthetic_shapes.py (held-out scenes, one short-answer question per
+  type, the gold answer as the last message), read from a built folder or generated in memory (same seeds, same
+  rows). Scoring is `hf_llava.data.shapes.exact_match` (normalised exact match), nothing looser.
+- The blank-image pass asks the same questions with every image replaced by a mean-grey one: a model that reads
+  the picture falls to about chance there, a model that guesses from the question text does not.
+- Chance is the majority-answer baseline computed from the evaluated rows themselves: per type, the accuracy of
+  always giving that type's most frequent gold answer (the best a picture-blind constant answer can do).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+from pathlib import Path
+
+from ..data.shapes import QUESTION_TYPES, exact_match, normalize_answer
+from .generate import generate_answers
+
+VQA_COLUMNS = ("question", "answer", "question_type")
+OVERALL = "overall"
+DEFAULT_MAX_NEW_TOKENS = 10  # short answers: "bottom right" + end token, with room to spare
+
+
+def _saved_dataset(folder: Path) -> bool:
+    return (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file()
+
+
+def load_rows(data: str | Path | None = None, num_images: int | None = None, image_size: int = 64,
+              seed: int = 0) -> list[dict]:
+    """The VQA rows (images as RGB PIL images), from a built folder (`OUT`, `OUT/vqa` or a saved split) or, with
+    `num_images`, generated in memory (`num_images` held-out scenes x 5 questions)."""
+    from PIL import Image
+
+    if (data is None) == (num_images is None):
+        raise ValueError("give exactly one of `data` (a synthetic-shapes folder) and `num_images` (generate)")
+    if num_images is not None:
+        from ..data import shapes
+
+        rows = list(shapes.rows("vqa", "test", num_eval_images=num_images, image_size=image_size, seed=seed))
+        for row in rows:
+            row["images"] = [Image.open(io.BytesIO(image["bytes"])).convert("RGB") for image in row["images"]]
+        return rows
+    import datasets
+
+    folder = next((f for f in (Path(data) / "vqa", Path(data)) if _saved_dataset(f)), None)
+    if folder is None:
+        raise FileNotFoundError(f"{data} holds no saved dataset (expected the output of "
+                                "datasets_scripts/synthetic_shapes.py, or its vqa/ folder)")
+    dataset = datasets.load_from_disk(str(folder))
+    if isinstance(dataset, datasets.DatasetDict):
+        if "test" not in dataset:
+            raise ValueError(f"{folder} has no 'test' split (it has {list(dataset)}): is it the vqa config?")
+        dataset = dataset["test"]
+    missing = [column for column in VQA_COLUMNS if column not in dataset.column_names]
+    if missing:
+        raise ValueError(f"{folder} lacks the VQA column(s) {missing} (it has {dataset.column_names}): "
+                         "point --data at the synthetic-shapes build or its vqa/ folder")
+    rows = [dict(row) for row in dataset]
+    for row in rows:
+        row["images"] = [image.convert("RGB") for image in row["images"]]
+    return rows
+
+
+def _types(rows) -> list[str]:
+    present = {row["question_type"] for row in rows}
+    return [t for t in QUESTION_TYPES if t in present] + sorted(present - set(QUESTION_TYPES))
+
+
+def _entry(correct: int, total: int, **extra) -> dict:
+    return {"correct": correct, "total": total, "accuracy": correct / total if total else 0.0, **extra}
+
+
+def score(rows, predictions: list[str]) -> dict[str, dict]:
+    """{question type: {correct, total, accuracy}} plus "overall", by `exact_match` against the gold answers."""
+    if len(rows) != len(predictions):
+        raise ValueError(f"{len(predictions)} predictions for {len(rows)} rows")
+    hits = Counter()
+    totals = Counter(row["question_type"] for row in rows)
+    for row, prediction in zip(rows, predictions):
+        hits[row["question_type"]] += exact_match(prediction, row["answer"])
+    table = {t: _entry(hits[t], totals[t]) for t in _types(rows)}
+    table[OVERALL] = _entry(sum(hits.values()), len(rows))
+    return table
+
+
+def chance_levels(rows) -> dict[str, dict]:
+    """Majority-answer baseline: per type, {answer, correct, total, accuracy} of always answering the type's most
+    frequent (normalised) gold answer; "overall" answers each type's majority answer."""
+    table = {}
+    for qtype in _types(rows):
+        answers = Counter(normalize_answer(row["answer"]) for row in rows if row["question_type"] == qtype)
+        answer, correct = answers.most_common(1)[0]
+        table[qtype] = _entry(correct, sum(answers.values()), answer=answer)
+    table[OVERALL] = _entry(sum(e["correct"] for e in table.values()), len(rows))
+    return table
+
+
+def evaluate(model, processor, rows, batch_size: int = 16, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+             blank_image: bool = True) -> dict:
+    """Answer every row (and, with `blank_image`, again with mean-grey images); returns
+    {num_questions, accuracy, blank_accuracy (or None), chance, records} where records are the per-question
+    predictions (id, question_type, question, answer, prediction, correct[, blank_prediction, blank_correct])."""
+    rows = list(rows)
+    if not rows:
+        raise ValueError("no VQA rows to evaluate")
+    predictions = generate_answers(model, processor, rows, batch_size, max_new_tokens, desc="shapes VQA")
+    blank = (generate_answers(model, processor, rows, batch_size, max_new_tokens, blank_images=True,
+                              desc="shapes VQA, blank image") if blank_image else None)
+    records = []
+    for k, (row, prediction) in enumerate(zip(rows, predictions)):
+        record = {"id": row["id"], "question_type": row["question_type"], "question": row["question"],
+                  "answer": row["answer"], "prediction": prediction, "correct": exact_match(prediction, row["answer"])}
+        if blank is not None:
+            record.update(blank_prediction=blank[k], blank_correct=exact_match(blank[k], row["answer"]))
+        records.append(record)
+    return {
+        "num_questions": len(rows),
+        "accuracy": score(rows, predictions),
+        "blank_accuracy": score(rows, blank) if blank is not None else None,
+        "chance": chance_levels(rows),
+        "records": records,
+    }
+
+
+def _cell(entry: dict) -> str:
+    return f"{100 * entry['accuracy']:.1f}% ({entry['correct']}/{entry['total']})"
+
+
+def markdown_table(result: dict) -> str:
+    """Accuracy per question type and overall, the blank-image column when present, and the chance level."""
+    blank = result.get("blank_accuracy")
+    header = ["question type", "questions", "accuracy", *(["blank image"] if blank else []),
+              "chance (majority answer)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for qtype, entry in result["accuracy"].items():
+        chance = result["chance"][qtype]
+        majority = f' ("{chance["answer"]}")' if "answer" in chance else ""
+        name = f"**{qtype}**" if qtype == OVERALL else qtype
+        cells = [name, str(entry["total"]), _cell(entry), *([_cell(blank[qtype])] if blank else []),
+                 f"{100 * chance['accuracy']:.1f}%{majority}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def save_results(result: dict, output_dir: str | Path, model: str | None = None) -> dict[str, Path]:
+    """predictions.jsonl (one record per question), results.json (the tables) and results.md (the markdown
+    table) in `output_dir`; returns their paths."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    paths = {name: output_dir / name for name in ("predictions.jsonl", "results.json", "results.md")}
+    with open(paths["predictions.jsonl"], "w", encoding="utf-8") as f:
+        for record in result["records"]:
+            f.write(json.dumps(record) + "\n")
+    summary = {"model": model, **{k: v for k, v in result.items() if k != "records"}}
+    paths["results.json"].write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    paths["results.md"].write_text(markdown_table(result) + "\n", encoding="utf-8")
+    return paths
