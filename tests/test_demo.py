@@ -1,24 +1,93 @@
-"""The interim main job (`hf-llava demo`) end to end on a tiny LLM: build, save, reload, stream one answer."""
+"""The main job (`hf-llava demo`) end to end in --quick mode (tiny random LLM, 2 steps per stage): every stage's
+artefacts, the report, and resuming (finished stages reused, an unfinished one redone, other settings refused)."""
 
-from tiny_checkpoints import save_llama
+import json
 
-from hf_llava.demo import red_circle, run_demo
-from hf_llava.testing import VISION_CONFIGS
+import pytest
+from datasets import load_from_disk
+
+from hf_llava import demo
+from hf_llava.cli import main as cli_main
+from hf_llava.data.shapes import HELD_OUT_ID_OFFSET, QUESTION_TYPES, SHORT_ANSWER_SUFFIX
+
+STAGE_FILES = {
+    "data": ["caption/dataset_dict.json", "instruct/dataset_dict.json", "vqa/dataset_dict.json",
+             "vqa_train/state.json", "build_report.json"],
+    "stage1-pretrain": ["model.safetensors", "config.json", "processor_config.json", "modeling_hf_llava.py"],
+    "stage2-finetune": ["model.safetensors", "config.json", "chat_template.jinja", "README.md"],
+    "eval": ["predictions.jsonl", "results.json", "results.md"],
+}
 
 
-def test_demo_builds_saves_reloads_and_chats(tmp_path, capsys):
-    llm = save_llama(tmp_path / "llm")
-    answer = run_demo(tmp_path / "demo", llm=str(llm), vision_config=VISION_CONFIGS["clip_vision_model"],
-                      max_new_tokens=6, chat_template="vicuna_v1")
-    out = capsys.readouterr().out
-    for name in ("model.safetensors", "config.json", "modeling_hf_llava.py", "processor_config.json"):
-        assert (tmp_path / "demo" / name).is_file(), name
-    assert "reloaded with AutoModelForImageTextToText" in out and "HfLlavaForConditionalGeneration" in out
-    assert "untrained" in out and "ignores the image" in out
-    assert answer and answer in out  # streamed, then returned
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    import contextlib
+    import io
+
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = cli_main(["demo", "--quick", "--output-dir", str(out)])
+    return out, code, stdout.getvalue()
 
 
-def test_red_circle_is_red_in_the_middle_and_white_at_the_corner():
-    image = red_circle(64)
-    assert image.getpixel((32, 32)) == (220, 30, 30)
-    assert image.getpixel((0, 0)) == (255, 255, 255)
+def markers(out):
+    return {name: json.loads((out / name / demo.MARKER).read_text()) for name in demo.STAGES}
+
+
+def test_quick_demo_runs_every_stage_and_writes_the_report(quick_run):
+    out, code, stdout = quick_run
+    assert code == 0
+    for stage, files in STAGE_FILES.items():
+        for name in files:
+            assert (out / stage / name).is_file(), f"{stage}/{name}"
+    info = markers(out)
+    assert info["stage1-pretrain"]["steps"] == 2 and info["stage2-finetune"]["steps"] == 2
+    assert info["stage1-pretrain"]["settings"]["quick"] is True
+    records = [json.loads(line) for line in (out / "eval" / "predictions.jsonl").read_text().splitlines()]
+    assert len(records) == 2 * len(QUESTION_TYPES) and all("blank_prediction" in r for r in records)
+    report = (out / "report.md").read_text()
+    for qtype in [*QUESTION_TYPES, "**overall**"]:
+        assert f"| {qtype} | " in report
+    for heading in ("## Accuracy per question type", "## Sample chat", "## Timings", "## Grid"):
+        assert heading in report
+    assert (out / "grid.png").stat().st_size > 1000
+    assert "ASSISTANT:" in stdout and "[4/4] eval: done" in stdout
+
+
+def test_stage2_mixes_instructions_with_one_short_answer_question_per_training_scene(quick_run):
+    out, _, _ = quick_run
+    vqa_train = load_from_disk(str(out / "data" / "vqa_train"))
+    assert len(vqa_train) == 16
+    assert [row["question_type"] for row in vqa_train][:5] == list(QUESTION_TYPES)
+    assert all(int(row["id"].split("-")[1]) < HELD_OUT_ID_OFFSET for row in vqa_train)  # never held-out scenes
+    assert vqa_train[0]["messages"][0]["content"][1]["text"].endswith(SHORT_ANSWER_SUFFIX)
+    card = (out / "stage2-finetune" / "README.md").read_text()
+    assert "instruct" in card and "vqa_train" in card  # the recipe trained on both sources
+
+
+def test_rerun_reuses_finished_stages_and_redoes_an_unfinished_one(quick_run, monkeypatch, capsys):
+    out, _, _ = quick_run
+    before = markers(out)
+    (out / "eval" / demo.MARKER).unlink()  # as if the eval stage had been interrupted
+    monkeypatch.setattr(demo, "load_sft", lambda root: pytest.fail("a finished training stage ran again"))
+    assert cli_main(["demo", "--quick", "--output-dir", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    for name in ("data", "stage1-pretrain", "stage2-finetune"):
+        assert f"{name}: finished earlier, reusing" in stdout
+    assert "eval: clearing an unfinished earlier attempt" in stdout and "[4/4] eval: done" in stdout
+    after = markers(out)
+    assert {k: after[k] for k in STAGE_FILES if k != "eval"} == {k: before[k] for k in STAGE_FILES if k != "eval"}
+
+
+def test_finished_stages_made_with_other_settings_are_refused(quick_run, capsys):
+    out, _, _ = quick_run
+    assert cli_main(["demo", "--quick", "--num-images", "8", "--output-dir", str(out)]) == 2
+    assert "was made with other settings" in capsys.readouterr().err
+
+
+def test_demo_needs_a_checkout(monkeypatch, tmp_path):
+    monkeypatch.setattr(demo, "RECIPES", demo.Path("no-such-recipes"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="run it from a checkout"):
+        demo.repo_root()

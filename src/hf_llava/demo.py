@@ -1,23 +1,59 @@
-"""`hf-llava demo`: the INTERIM main job, until the training demo exists.
+"""`hf-llava demo`: the main job, a whole LLaVA in miniature trained on a CPU.
 
-It shows the whole checkpoint life cycle on the embedded default: compose a LLaVA from the bundled SmolLM2-135M-Instruct
-and a small randomly initialised CLIP tower (`hf_llava.build`), save it, reload it the way a user would
-(`AutoModelForImageTextToText` / `AutoProcessor` with `trust_remote_code=True`), draw an image and chat one streamed
-turn about it. Nothing is trained, so the answer cannot depend on the image; the output says so.
+    data -> stage 1 (feature alignment) -> stage 2 (instruction tuning) -> eval (+ blank image) -> chat -> report
+
+Design notes
+- Every step is the public tool a user would run: the synthetic-shapes builder (datasets_scripts/), the training
+  recipe (recipes/sft.py with recipes/shapes-smollm2/{pretrain,finetune}.yaml; the demo only points the recipe's
+  paths into --output-dir), `hf_llava.eval.shapes` and `hf_llava.eval.report`. So the demo needs a checkout of the
+  repository (recipes/ and datasets_scripts/ are not part of the wheel).
+- Stage 2 mixes LLaVA-style instruction conversations (sentence answers) with one short-answer VQA question per
+  training scene (the question + "Answer the question using a single word or phrase."), as LLaVA-1.5 mixes academic
+  VQA into its 665K set: the held-out evaluation scores short answers by exact match, and a model that never saw
+  that format answers in sentences. Training scenes and held-out scenes come from different random streams.
+- Resumable per stage: each stage works in its own folder under --output-dir and writes `demo_stage.json`
+  (settings, seconds, summary) last. A folder with that file is reused as is; one without it is an interrupted
+  stage and is cleared and redone; a finished stage made with other settings is an error (never silently mixed).
+- `--quick` runs the same pipeline with a tiny random LLM and tower (hf_llava.testing sizes) for a few steps: the
+  CI smoke test. The numbers it prints are meaningless; the full run's are the README's.
 """
 
+from __future__ import annotations
+
 import argparse
-import tempfile
+import importlib.util
+import json
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-DEMO_VISION = dict(
-    hidden_size=192, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4, image_size=112, patch_size=16
-)
-QUESTION = "What shape is in this image, and what colour is it?"
+MARKER = "demo_stage.json"
+STAGES = ("data", "stage1-pretrain", "stage2-finetune", "eval")
+RECIPES = Path("recipes") / "shapes-smollm2"
+CHAT_QUESTION = "Describe this image in detail."
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """What the stages' outputs depend on (stored in each stage's marker)."""
+
+    quick: bool = False
+    num_images: int = 2000
+    num_eval_images: int = 200
+    image_size: int = 64
+    seed: int = 0
+    eval_batch_size: int = 16
+
+
+QUICK = dict(quick=True, num_images=16, num_eval_images=2, eval_batch_size=5)
+QUICK_TRAINING = ["--max_steps", "2", "--per_device_train_batch_size", "4", "--logging_steps", "1"]
 
 
 def save_random_clip_tower(out_dir: str | Path, seed: int = 0, **config) -> Path:
-    """A randomly initialised CLIP vision tower plus its image processor, saved like a pretrained one."""
+    """A randomly initialised CLIP vision tower plus its image processor, saved like a pretrained one (the demo's
+    tower is trained from scratch from such a folder; `hf_llava.training` composes it the same way)."""
     import torch
     from transformers import CLIPImageProcessorPil, CLIPVisionConfig, CLIPVisionModel
 
@@ -31,79 +67,248 @@ def save_random_clip_tower(out_dir: str | Path, seed: int = 0, **config) -> Path
     return Path(out_dir)
 
 
-def red_circle(size: int = 256):
-    """A red disc on a white background."""
-    from PIL import Image, ImageDraw
+def repo_root() -> Path:
+    """The checkout holding recipes/ and datasets_scripts/ (next to src/hf_llava, else the working directory)."""
+    for root in (Path(__file__).resolve().parents[2], Path.cwd()):
+        if (root / RECIPES).is_dir() and (root / "datasets_scripts").is_dir():
+            return root
+    raise FileNotFoundError(
+        "hf-llava demo runs the repository's own recipes (recipes/shapes-smollm2/*.yaml, recipes/sft.py) and data "
+        "builder (datasets_scripts/synthetic_shapes.py): run it from a checkout of hf-llava (e.g. `make demo`)"
+    )
 
-    image = Image.new("RGB", (size, size), "white")
-    margin = size // 5
-    ImageDraw.Draw(image).ellipse((margin, margin, size - margin, size - margin), fill=(220, 30, 30))
-    return image
+
+def load_sft(root: Path):
+    """recipes/sft.py as a module (its `main(argv)` is the training entry point)."""
+    spec = importlib.util.spec_from_file_location("hf_llava_recipe_sft", root / "recipes" / "sft.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def run_demo(
-    out_dir: str | Path = "outputs/demo",
-    llm: str = "smollm2",
-    vision_config: dict | None = None,
-    max_new_tokens: int = 40,
-    chat_template: str = "chatml",
-) -> str:
-    """Build, save, reload and chat once; returns the generated answer."""
+class Stage:
+    """One resumable stage: `OUT/<name>/`, finished when its marker exists."""
+
+    def __init__(self, out: Path, name: str, settings: DemoSettings, number: int):
+        self.dir, self.name, self.settings, self.number = out / name, name, settings, number
+
+    @property
+    def marker(self) -> Path:
+        return self.dir / MARKER
+
+    def finished(self) -> dict | None:
+        """The marker of a finished stage made with these settings; None when the stage must (re)run."""
+        if not self.marker.is_file():
+            if self.dir.exists():
+                print(f"[{self.number}/{len(STAGES)}] {self.name}: clearing an unfinished earlier attempt")
+                shutil.rmtree(self.dir)
+            return None
+        info = json.loads(self.marker.read_text())
+        if info["settings"] != asdict(self.settings):
+            raise ValueError(
+                f"{self.dir} was made with other settings ({info['settings']}, now {asdict(self.settings)}); use "
+                "another --output-dir or delete that folder"
+            )
+        return info
+
+    def finish(self, seconds: float, **summary) -> dict:
+        info = {"stage": self.name, "settings": asdict(self.settings), "seconds": round(seconds, 1), **summary}
+        self.marker.write_text(json.dumps(info, indent=2) + "\n")
+        return info
+
+
+def build_data(out: Path, settings: DemoSettings, root: Path) -> dict:
+    """The synthetic-shapes builder's caption/instruct/vqa configs, plus `vqa_train`: one short-answer question per
+    training scene (question types in turn)."""
+    import datasets
+
+    from .data import shapes
+    from .data.builder import build_to_disk, load_builder_script
+    from .data.schema import features
+
+    builder = load_builder_script(root / "datasets_scripts" / "synthetic_shapes.py").SyntheticShapes
+    report = build_to_disk(builder, str(out), configs=["caption", "instruct", "vqa"], command="hf-llava demo",
+                           num_images=settings.num_images, num_eval_images=settings.num_eval_images,
+                           image_size=settings.image_size, seed=settings.seed)
+    scenes = shapes.generate_scenes(settings.num_images, settings.seed, image_size=settings.image_size)
+    vqa_train = [list(shapes.vqa_rows(scene, shapes.png_bytes(scene), settings.seed))[k % len(shapes.QUESTION_TYPES)]
+                 for k, scene in enumerate(scenes)]
+    extra = {name: datasets.Value("string") for name in ("question", "answer", "question_type")}
+    datasets.Dataset.from_list(vqa_train, features=features(extra)).save_to_disk(str(out / "vqa_train"))
+    return {name: info["splits"] for name, info in report["configs"].items()} | {
+        "vqa_train": {"train": {"rows": len(vqa_train)}}}
+
+
+def train(sft, recipe: Path, out: Path, datasets: list[dict], extra: list[str]) -> dict:
+    """One recipes/sft.py run; returns its step count and first/last logged losses."""
+    argv = ["--config", str(recipe), "--output_dir", str(out), "--datasets", *map(json.dumps, datasets), *extra]
+    print("  python recipes/sft.py " + " ".join(argv))
+    trainer = sft.main(argv)
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return {"steps": trainer.state.global_step, "first_loss": losses[0] if losses else None,
+            "last_loss": losses[-1] if losses else None}
+
+
+def save_tiny_llm(path: Path) -> Path:
+    """--quick: a tiny random Llama (hf_llava.testing sizes and tokenizer) saved like a pretrained LLM."""
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor, TextStreamer
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    from .build import build_llava, describe, save_llava
+    from .testing import TEXT_CONFIGS, tiny_tokenizer
 
-    vision_config = vision_config or DEMO_VISION
-    out_dir = Path(out_dir)
-    llm_name = "SmolLM2-135M-Instruct (bundled)" if llm == "smollm2" else llm
-    print("hf-llava demo (interim): compose, save, reload and chat with an UNTRAINED LLaVA")
-    with tempfile.TemporaryDirectory() as tower_dir:
-        save_random_clip_tower(tower_dir, **vision_config)
-        print(f"[1/4] building: random CLIP tower ({vision_config['num_hidden_layers']} layers, "
-              f"{vision_config['hidden_size']} wide, {vision_config['image_size']} px) + {llm_name}, "
-              f"chat template {chat_template!r}")
-        model, processor = build_llava(tower_dir, llm, projector_type="mlp2x_gelu", chat_template=chat_template)
-    print(describe(model))
-    save_llava(model, processor, out_dir)
-    print(f"[2/4] saved to {out_dir}/ (safetensors + remote code)")
+    tokenizer = tiny_tokenizer(chat_template=None)
+    config = LlamaConfig(**TEXT_CONFIGS["llama"], vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
 
-    model = AutoModelForImageTextToText.from_pretrained(out_dir, trust_remote_code=True).eval()
-    processor = AutoProcessor.from_pretrained(out_dir, trust_remote_code=True)
-    print(f"[3/4] reloaded with AutoModelForImageTextToText/AutoProcessor(trust_remote_code=True): "
-          f"{type(model).__name__}, {type(processor).__name__}")
 
-    image = red_circle()
-    conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}]
+def chat(model, processor, image, question: str = CHAT_QUESTION, max_new_tokens: int = 80) -> str:
+    """One streamed chat turn about `image`; returns the answer."""
+    import torch
+    from transformers import TextStreamer
+
+    conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
     inputs = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True, return_dict=True,
                                            return_tensors="pt", processor_kwargs={"images": [image]})
-    print(f"[4/4] image: a red circle on white ({image.width}x{image.height} px, "
-          f"{model.config.image_seq_length} image tokens); prompt {inputs['input_ids'].shape[1]} tokens")
-    print(f"USER: <image>\n{QUESTION}\nASSISTANT: ", end="", flush=True)
+    print(f"USER: <image>\n{question}\nASSISTANT: ", end="", flush=True)
     streamer = TextStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
-    with torch.no_grad():
-        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, streamer=streamer)
-    answer = processor.decode_generated(output, inputs["input_ids"].shape[1])[0]
-    print(
-        "\nNOTE: the projector (and this small vision tower) are untrained, so the answer ignores the image: it is the "
-        "language model talking about noise. The training demo (synthetic shapes) replaces this interim demo."
-    )
-    return answer
+    with torch.inference_mode():
+        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, temperature=None,
+                                top_p=None, top_k=None, streamer=streamer)
+    return processor.decode_generated(output, inputs["input_ids"].shape[1])[0].strip()
+
+
+def _timings(infos: dict[str, dict], reused: set[str], chat_seconds: float) -> str:
+    lines = ["| stage | seconds | |", "|---|---|---|"]
+    for name, info in infos.items():
+        detail = f"{info['steps']} steps, loss {info['first_loss']:.3f} -> {info['last_loss']:.3f}" \
+            if info.get("first_loss") is not None else ""
+        lines.append(f"| {name} | {info['seconds']:.0f} | {'reused from an earlier run; ' if name in reused else ''}"
+                     f"{detail} |")
+    lines.append(f"| chat + report | {chat_seconds:.0f} | |")
+    total = sum(info["seconds"] for info in infos.values()) + chat_seconds
+    lines.append(f"| **total** | **{total:.0f}** ({total / 60:.1f} min) | |")
+    return "\n".join(lines)
+
+
+def run_demo(out_dir: str | Path = "outputs/demo", settings: DemoSettings = DemoSettings()) -> dict:
+    """Run (or resume) every stage; returns {stage: marker info} plus "chat" and "report" entries."""
+    from .eval.generate import load_model
+    from .eval.report import write_report
+    from .eval.shapes import evaluate, load_rows, markdown_table, save_results
+
+    root = repo_root()
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    mode = "QUICK smoke run: tiny random LLM, 2 steps per stage" if settings.quick else \
+        "SmolLM2-135M-Instruct + a CLIP tower trained from scratch"
+    print(f"hf-llava demo: a miniature LLaVA on synthetic shapes ({mode}) -> {out}")
+    stages = {name: Stage(out, name, settings, k + 1) for k, name in enumerate(STAGES)}
+    infos, reused = {}, set()
+
+    def run_stage(name: str, work) -> dict:
+        stage = stages[name]
+        info = stage.finished()
+        if info is not None:
+            print(f"[{stage.number}/{len(STAGES)}] {name}: finished earlier, reusing {stage.dir}")
+            reused.add(name)
+        else:
+            print(f"[{stage.number}/{len(STAGES)}] {name} ...")
+            start = time.perf_counter()
+            summary = work(stage.dir)
+            info = stage.finish(time.perf_counter() - start, **summary)
+            print(f"[{stage.number}/{len(STAGES)}] {name}: done in {info['seconds']:.0f} s")
+        infos[name] = info
+        return info
+
+    data = out / "data"
+    run_stage("data", lambda d: {"splits": build_data(d, settings, root)})
+
+    sft = None
+    stage1_extra, stage2_extra = [], []
+    if settings.quick:
+        from .testing import VISION_CONFIGS
+
+        llm = out / "tiny-llm"
+        if not (llm / "config.json").is_file():
+            save_tiny_llm(llm)
+        stage1_extra = ["--llm", str(llm), "--vision_tower_config", json.dumps(VISION_CONFIGS["clip_vision_model"]),
+                        *QUICK_TRAINING]
+        stage2_extra = QUICK_TRAINING
+
+    def train_stage(recipe: str, sources: list[dict], extra: list[str]):
+        def work(stage_dir: Path) -> dict:
+            nonlocal sft
+            sft = sft or load_sft(root)
+            return train(sft, root / RECIPES / recipe, stage_dir, sources, extra)
+        return work
+
+    stage1 = out / "stage1-pretrain"
+    run_stage("stage1-pretrain", train_stage("pretrain.yaml", [{"path": str(data), "name": "caption"}], stage1_extra))
+    run_stage("stage2-finetune", train_stage(
+        "finetune.yaml", [{"path": str(data), "name": "instruct"}, {"path": str(data / "vqa_train")}],
+        ["--model_name_or_path", str(stage1), *stage2_extra]))
+    stage2 = out / "stage2-finetune"
+
+    rows = load_rows(data)
+    model, processor = load_model(str(stage2))
+
+    def run_eval(eval_dir: Path) -> dict:
+        result = evaluate(model, processor, rows, settings.eval_batch_size, blank_image=True)
+        save_results(result, eval_dir, model=str(stage2))
+        return {"overall": result["accuracy"]["overall"]["accuracy"],
+                "blank_overall": result["blank_accuracy"]["overall"]["accuracy"],
+                "chance_overall": result["chance"]["overall"]["accuracy"]}
+
+    run_stage("eval", run_eval)
+    result = json.loads((out / "eval" / "results.json").read_text())
+    result["records"] = [json.loads(line) for line in (out / "eval" / "predictions.jsonl").read_text().splitlines()]
+    print(markdown_table(result))
+
+    start = time.perf_counter()
+    print("\nSample chat (a held-out scene):")
+    answer = chat(model, processor, rows[0]["images"][0], max_new_tokens=12 if settings.quick else 80)
+    transcript = (f"A held-out scene (`{rows[0]['id'].rsplit('-', 1)[0]}`, the first image of the grid), "
+                  f"greedy decoding:\n\n> **USER:** {CHAT_QUESTION}\n>\n> **ASSISTANT:** {answer}")
+    title = "hf-llava demo: a miniature LLaVA on synthetic shapes" + (" (QUICK smoke run)" if settings.quick else "")
+    paths = write_report(result, rows, out, title=title, model=str(stage2), sections=[
+        ("Sample chat", transcript),
+        ("Timings", _timings(infos, reused, time.perf_counter() - start)),
+        ("Settings", "```json\n" + json.dumps(asdict(settings), indent=2) + "\n```"),
+    ])
+    print(f"\nreport: {paths['report']}\ngrid:   {paths['grid']}")
+    return {**infos, "chat": answer, "report": paths["report"], "grid": paths["grid"]}
 
 
 def run(args: argparse.Namespace) -> int:
-    run_demo(args.out, llm=args.llm, max_new_tokens=args.max_new_tokens)
+    overrides = {k: v for k, v in (("num_images", args.num_images), ("num_eval_images", args.num_eval_images))
+                 if v is not None}
+    settings = DemoSettings(**{**(QUICK if args.quick else {}), **overrides})
+    try:
+        run_demo(args.output_dir, settings)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="interim main job: build, save, reload and chat with an untrained LLaVA",
-        description="Build a LLaVA from the bundled SmolLM2 and a small random CLIP tower, save it, reload it with "
-        "trust_remote_code and chat one turn about a generated image (untrained: the answer ignores the image).",
+        help="main job: train and evaluate a miniature LLaVA on synthetic shapes (CPU)",
+        description="Build the synthetic-shapes data, train stage 1 (feature alignment) and stage 2 (instruction "
+        "tuning) of SmolLM2-135M-Instruct + a CLIP tower trained from scratch with recipes/shapes-smollm2, evaluate "
+        "on held-out scenes (with and without the image), chat once and write report.md + grid.png. Rerunning "
+        "reuses finished stages.",
     )
-    parser.add_argument("--out", default="outputs/demo", help="where to save the checkpoint (default outputs/demo)")
-    parser.add_argument("--llm", default="smollm2", help="LLM (Hub id or path; default: the bundled SmolLM2)")
-    parser.add_argument("--max-new-tokens", type=int, default=40)
+    parser.add_argument("--output-dir", default="outputs/demo", help="everything goes here (default outputs/demo)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: tiny random LLM and tower, a few steps (seconds; numbers meaningless)")
+    parser.add_argument("--num-images", type=int, default=None,
+                        help=f"training scenes (default {DemoSettings.num_images}; --quick {QUICK['num_images']})")
+    parser.add_argument("--num-eval-images", type=int, default=None,
+                        help=f"held-out scenes, 5 questions each (default {DemoSettings.num_eval_images})")
     parser.set_defaults(func=run)
