@@ -6,7 +6,8 @@ Design notes
   the stock method build the optimizer. So optimizer choice (`optim`), factories, DeepSpeed and the 8-bit
   bitsandbytes handling stay the Trainer's.
 - Groups: the rest, then the projector, each split into weight-decay / no-decay by the Trainer's own rule (the
-  logged learning rate is the first group's, i.e. `learning_rate`). The projector is found by name (`multi_modal_projector`), which also matches PEFT's `modules_to_save` copy of it.
+  logged learning rate is the first group's, i.e. `learning_rate`). The projector is found by name
+  (`multi_modal_projector`), which also matches PEFT's `modules_to_save` copy of it.
 """
 
 from trl import SFTTrainer
