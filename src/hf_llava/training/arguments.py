@@ -78,8 +78,10 @@ class LlavaArguments:
         default=None,
         metadata={"help": "named template (plain, vicuna_v1, chatml, llama2); replaces a checkpoint's template "
                           "(stage 1 trains with 'plain', stage 2 with a conversation template)"})
-    pad_to_square: bool = field(
-        default=False, metadata={"help": "pad images to squares with the mean colour (LLaVA-1.5; model from parts)"})
+    pad_to_square: bool | None = field(
+        default=None,
+        metadata={"help": "pad images to squares with the mean colour (LLaVA-1.5's image_aspect_ratio=pad); unset: "
+                          "as the checkpoint's processor says (composed models: no padding)"})
     # what trains
     stage: int = field(
         default=1, metadata={"help": "1: only the projector trains; 2: projector + LLM (or its LoRA adapter)"})

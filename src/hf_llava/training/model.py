@@ -4,7 +4,8 @@ Design notes
 - From parts (`vision_tower` + `llm`) the model is composed by `hf_llava.build.build_llava`; `vision_tower_config`
   first writes a randomly initialised CLIP tower (seeded) and composes from it, so the tower "trained from
   scratch" goes through the same path as a pretrained one. From a checkpoint (`model_name_or_path`) the model and
-  processor load as saved; `chat_template` replaces the processor's template either way (stage 1: `plain`).
+  processor load as saved; `chat_template` and `pad_to_square`, when set, replace the processor's either way
+  (stage 1 trains with `plain`, stage 2 with a conversation template).
 - What trains is set by `requires_grad` only: stage 1 the projector, stage 2 projector + LLM (+ lm_head), the
   vision tower only with `tune_vision_tower`. The optimizer sees exactly the trainable parameters.
 - LoRA targets are a regex anchored on `model.language_model.`: CLIP/SigLIP towers also have `q_proj`/`v_proj`,
@@ -42,6 +43,8 @@ def load_model_and_processor(args: LlavaArguments, model_args, seed: int = 0):
         model, processor = _compose(args, model_args.dtype, seed)
     if args.chat_template:
         processor.chat_template = get_chat_template(args.chat_template)
+    if args.pad_to_square is not None:
+        processor.pad_to_square = args.pad_to_square
     return model, processor
 
 
@@ -62,7 +65,7 @@ def _compose(args: LlavaArguments, dtype: str, seed: int):
 
     def build(vision_tower: str):
         return build_llava(vision_tower, args.llm, projector_type=args.projector_type,
-                           chat_template=args.chat_template, pad_to_square=args.pad_to_square, dtype=dtype)
+                           chat_template=args.chat_template, dtype=dtype)
 
     if args.vision_tower:
         return build(args.vision_tower)
