@@ -7,10 +7,11 @@ Design notes
   recipe (recipes/sft.py with recipes/shapes-smollm2/{pretrain,finetune}.yaml; the demo only points the recipe's
   paths into --output-dir), `hf_llava.eval.shapes` and `hf_llava.eval.report`. So the demo needs a checkout of the
   repository (recipes/ and datasets_scripts/ are not part of the wheel).
-- Stage 2 mixes LLaVA-style instruction conversations (sentence answers) with one short-answer VQA question per
-  training scene (the question + "Answer the question using a single word or phrase."), as LLaVA-1.5 mixes academic
-  VQA into its 665K set: the held-out evaluation scores short answers by exact match, and a model that never saw
-  that format answers in sentences. Training scenes and held-out scenes come from different random streams.
+- Stage 2 mixes LLaVA-style instruction conversations (sentence answers) with short-answer VQA questions on the
+  training scenes (one per scene, question types in turn, + "Answer the question using a single word or phrase."),
+  as LLaVA-1.5 mixes academic VQA into its 665K set: the held-out evaluation scores short answers by exact match, and
+  a model that never saw that format answers in sentences. The mixture weights are the demo's; how many steps each
+  stage trains is the recipe's (`max_steps`). Training and held-out scenes come from different random streams.
 - Resumable per stage: each stage works in its own folder under --output-dir and writes `demo_stage.json`
   (settings, seconds, summary) last. A folder with that file is reused as is; one without it is an interrupted
   stage and is cleared and redone; a finished stage made with other settings is an error (never silently mixed).
@@ -40,14 +41,16 @@ class DemoSettings:
     """What the stages' outputs depend on (stored in each stage's marker)."""
 
     quick: bool = False
-    num_images: int = 2000
-    num_eval_images: int = 200
+    num_images: int = 1000  # training scenes: stage 1 captions all of them
+    instruct_weight: float = 0.15  # stage 2: share of the scenes' instruction conversations...
+    vqa_weight: float = 0.5  # ...and of their short-answer questions (DatasetSpec weights)
+    num_eval_images: int = 50  # held-out scenes, 5 questions each, asked twice (image, blank image)
     image_size: int = 64
     seed: int = 0
-    eval_batch_size: int = 16
+    eval_batch_size: int = 32
 
 
-QUICK = dict(quick=True, num_images=16, num_eval_images=2, eval_batch_size=5)
+QUICK = dict(quick=True, num_images=16, instruct_weight=0.5, vqa_weight=0.5, num_eval_images=2, eval_batch_size=5)
 QUICK_TRAINING = ["--max_steps", "2", "--per_device_train_batch_size", "4", "--logging_steps", "1"]
 
 
@@ -249,7 +252,8 @@ def run_demo(out_dir: str | Path = "outputs/demo", settings: DemoSettings = Demo
     stage1 = out / "stage1-pretrain"
     run_stage("stage1-pretrain", train_stage("pretrain.yaml", [{"path": str(data), "name": "caption"}], stage1_extra))
     run_stage("stage2-finetune", train_stage(
-        "finetune.yaml", [{"path": str(data), "name": "instruct"}, {"path": str(data / "vqa_train")}],
+        "finetune.yaml", [{"path": str(data), "name": "instruct", "weight": settings.instruct_weight},
+                          {"path": str(data / "vqa_train"), "weight": settings.vqa_weight}],
         ["--model_name_or_path", str(stage1), *stage2_extra]))
     stage2 = out / "stage2-finetune"
 
