@@ -1,12 +1,12 @@
 #!/usr/bin/env python
-"""Train a LLaVA (hf_llava) model with TRL's SFTTrainer: stage 1 (projector), stage 2 (projector + LLM), LoRA.
+"""Train a LLaVA (hf_llava) model with TRL's SFTTrainer: stage 1 (projector), stage 2 (projector + LLM), LoRA, QLoRA.
 
     accelerate launch [--config_file recipes/accelerate_configs/ddp.yaml] recipes/sft.py \
         --config recipes/llava-v1.5-7b/pretrain.yaml [--key=value ...]
 
 Every key of the YAML is a flag, and flags override the YAML. Keys: hf_llava.training.LlavaArguments (model parts,
 stage, datasets, ...), TRL's SFTConfig (optimisation, saving, logging, max_length, push_to_hub) and ModelConfig
-(model_name_or_path, dtype, use_peft, lora_*). `python recipes/sft.py --help` lists them all.
+(model_name_or_path, dtype, use_peft, lora_*, load_in_4bit). `python recipes/sft.py --help` lists them all.
 A single CPU process also works: add `--use_cpu true --bf16 false` (the shapes-smollm2 recipes do).
 """
 
@@ -19,7 +19,8 @@ from trl import ModelConfig, SFTConfig, TrlParser
 
 from hf_llava import MultimodalCollator
 from hf_llava.training import (
-    LlavaArguments, LlavaSFTTrainer, load_mixture, load_model_and_processor, lora_config, save_final, set_trainable,
+    LlavaArguments, LlavaSFTTrainer, load_mixture, load_model_and_processor, lora_config, prepare_quantized, save_final,
+    set_trainable,
 )
 
 logger = logging.getLogger("hf_llava.recipes.sft")
@@ -48,9 +49,8 @@ def main(argv: list[str] | None = None, callbacks: list | None = None):
     """Parse `argv` (default sys.argv[1:]), train, save the final checkpoint; returns the trainer."""
     args, training_args, model_args = make_parser().parse_args_and_config(argv)
     setup_logging(training_args)
-    if model_args.load_in_4bit or model_args.load_in_8bit:
-        raise NotImplementedError("QLoRA (load_in_4bit/load_in_8bit) is not wired into recipes/sft.py yet; train "
-                                  "with LoRA (use_peft) on unquantised weights")
+    if model_args.load_in_4bit and not model_args.use_peft:
+        raise ValueError("load_in_4bit (QLoRA) trains a LoRA adapter on the 4-bit LLM: set use_peft true")
     if model_args.use_peft and args.stage == 1:
         raise ValueError("use_peft trains a LoRA adapter on the LLM, which stage 1 keeps frozen: use stage 2")
     # the collator tokenises, masks and pads; the trainer must not prepare or prune the canonical rows
@@ -59,7 +59,10 @@ def main(argv: list[str] | None = None, callbacks: list | None = None):
     transformers.set_seed(training_args.seed)  # the composed projector (and a from-scratch tower) are seeded
 
     model, processor = load_model_and_processor(args, model_args, training_args.seed)
-    set_trainable(model, args.stage, args.tune_vision_tower)
+    if model_args.load_in_4bit:
+        prepare_quantized(model)  # all frozen; the LoRA config trains the adapter, projector (and tuned tower)
+    else:
+        set_trainable(model, args.stage, args.tune_vision_tower)
     with training_args.main_process_first(desc="loading datasets"):
         train_dataset = load_mixture(args.datasets, training_args.seed, args.skip_bad_samples)
         eval_dataset = (load_mixture(args.eval_datasets, training_args.seed, args.skip_bad_samples)

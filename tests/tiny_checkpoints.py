@@ -26,11 +26,13 @@ def word_tokenizer():
     return tokenizer
 
 
-def save_llm(path: Path, model_type: str, tokenizer, tie: bool = False, extra_vocab: int = 0, seed: int = 0) -> Path:
-    """A random causal LM of `TEXT_CONFIGS[model_type]` whose vocabulary is len(tokenizer) + extra_vocab."""
+def save_llm(path: Path, model_type: str, tokenizer, tie: bool = False, extra_vocab: int = 0, seed: int = 0,
+             **overrides) -> Path:
+    """A random causal LM of `TEXT_CONFIGS[model_type]` (+ `overrides`) whose vocabulary is len(tokenizer) + extra_vocab."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.for_model(model_type, **TEXT_CONFIGS[model_type], vocab_size=len(tokenizer) + extra_vocab,
+    sizes = {**TEXT_CONFIGS[model_type], **overrides}
+    config = AutoConfig.for_model(model_type, **sizes, vocab_size=len(tokenizer) + extra_vocab,
                                   tie_word_embeddings=tie, eos_token_id=tokenizer.eos_token_id,
                                   pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(seed)
@@ -39,9 +41,9 @@ def save_llm(path: Path, model_type: str, tokenizer, tie: bool = False, extra_vo
     return path
 
 
-def save_llama(path: Path) -> Path:
+def save_llama(path: Path, **overrides) -> Path:
     """Untied Llama with the tiny BPE tokenizer (has `<image>`, no chat template), vocabulary padded by 3 rows."""
-    return save_llm(path, "llama", tiny_tokenizer(chat_template=None), extra_vocab=3)
+    return save_llm(path, "llama", tiny_tokenizer(chat_template=None), extra_vocab=3, **overrides)
 
 
 def save_qwen2(path: Path) -> Path:

@@ -12,6 +12,11 @@ Design notes
   and a bare name list would put adapters into the vision tower. The default targets are every `nn.Linear` of
   the LLM (LLaVA's "all linears", lm_head excluded). The projector (and a tuned vision tower) go to
   `modules_to_save`, so they are fully trained and stored in every adapter checkpoint.
+- QLoRA (`load_in_4bit`, stage 2 from a checkpoint): TRL's `get_quantization_config` (NF4, `use_bnb_nested_quant`
+  for double quantisation, compute dtype = `dtype`) plus `llm_int8_skip_modules` with FULL module prefixes, so only
+  the LLM's linears become `Linear4bit` (bitsandbytes matches prefixes: a bare `vision_tower` would not match);
+  the vision tower, projector and lm_head stay unquantised. `prepare_model_for_kbit_training` freezes everything
+  and upcasts the unquantised weights to fp32; the LoRA config then trains the adapter + `modules_to_save`.
 """
 
 import logging
@@ -24,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 PROJECTOR = "multi_modal_projector"
 LANGUAGE_MODEL_PREFIX = "model.language_model."
+# never quantised: everything but the LLM body (full prefixes, see the notes above)
+QUANTIZATION_SKIP_MODULES = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
 
 
 def load_model_and_processor(args: LlavaArguments, model_args, seed: int = 0):
@@ -35,6 +42,9 @@ def load_model_and_processor(args: LlavaArguments, model_args, seed: int = 0):
             raise ValueError("give either model_name_or_path (a checkpoint) or vision_tower/llm (parts), not both")
         model, processor = _load_checkpoint(model_args)
     else:
+        if model_args.load_in_4bit:
+            raise ValueError("QLoRA (load_in_4bit) loads a checkpoint in 4-bit: set model_name_or_path (e.g. stage "
+                             "1's output) instead of composing from vision_tower/llm")
         if not (args.vision_tower or args.vision_tower_config) or not args.llm:
             raise ValueError(
                 "no model: set model_name_or_path (a hf_llava checkpoint, e.g. stage 1's output) or compose one "
@@ -48,13 +58,44 @@ def load_model_and_processor(args: LlavaArguments, model_args, seed: int = 0):
     return model, processor
 
 
+def quantization_config(model_args):
+    """BitsAndBytesConfig for `load_in_4bit` (LLM only), or None; a clear error where bitsandbytes cannot run."""
+    from dataclasses import replace
+
+    from trl import get_quantization_config
+
+    if model_args.load_in_8bit:
+        raise ValueError("load_in_8bit is not supported: QLoRA here is 4-bit NF4 (load_in_4bit: true)")
+    if not model_args.load_in_4bit:
+        return None
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception as error:  # ImportError, or a native library that fails to load
+        raise RuntimeError(
+            f"QLoRA (load_in_4bit) needs bitsandbytes, which cannot be used here ({type(error).__name__}: {error}); "
+            'install it with `pip install -e ".[qlora]"`, or train with LoRA on unquantised weights (use_peft only)'
+        ) from error
+    compute_dtype = model_args.dtype if model_args.dtype not in (None, "auto") else "bfloat16"
+    config = get_quantization_config(replace(model_args, dtype=compute_dtype))
+    config.llm_int8_skip_modules = list(QUANTIZATION_SKIP_MODULES)
+    return config
+
+
+def prepare_quantized(model):
+    """Freeze the 4-bit model and upcast its unquantised weights to fp32 (PEFT's kbit preparation); the trainer's
+    activation checkpointing and the LoRA config (adapter + `modules_to_save`) then apply as without quantisation."""
+    from peft import prepare_model_for_kbit_training
+
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+
+
 def _load_checkpoint(model_args):
     from .. import HfLlavaForConditionalGeneration, HfLlavaProcessor
 
     kwargs = dict(revision=model_args.model_revision)
     model = HfLlavaForConditionalGeneration.from_pretrained(
         model_args.model_name_or_path, dtype=model_args.dtype, attn_implementation=model_args.attn_implementation,
-        **kwargs)
+        quantization_config=quantization_config(model_args), **kwargs)
     processor = HfLlavaProcessor.from_pretrained(model_args.model_name_or_path, **kwargs)
     return model, processor
 

@@ -9,11 +9,15 @@ Design notes
 - Merging is done on the main process from the saved adapter onto a freshly loaded base (same arguments as the
   run), which works the same whether the trained copy was sharded (ZeRO-3, FSDP) or not. Full weights are
   gathered with `accelerator.get_state_dict` on every rank, then written by the main process.
+- QLoRA: the adapter is merged onto the full-precision base (the same checkpoint loaded without `load_in_4bit`),
+  so the final folder is an ordinary unquantised checkpoint; its outputs differ from the 4-bit training model by the
+  NF4 rounding of the LLM. `output_dir/adapter` reloads onto a 4-bit base for the training model's exact outputs.
 - The push uploads the final folder with `upload_folder` to the repo the Trainer created (`hub_model_id`):
   `Trainer.push_to_hub` would re-save the unmerged model and replace our model card.
 """
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from ..checkpoint import save_checkpoint
@@ -27,8 +31,8 @@ ADAPTER_DIR = "adapter"
 
 def card_info(args: LlavaArguments, model_args, training_args, trainer) -> dict:
     """Model-card fields describing this run."""
-    trained = {1: "projector", 2: "LoRA adapter on the LLM + projector" if model_args.use_peft
-               else "projector + LLM"}[args.stage]
+    adapter = "QLoRA adapter on the 4-bit NF4 LLM" if model_args.load_in_4bit else "LoRA adapter on the LLM"
+    trained = {1: "projector", 2: f"{adapter} + projector" if model_args.use_peft else "projector + LLM"}[args.stage]
     if args.tune_vision_tower:
         trained += " + vision tower"
     sources = [spec.describe() for spec in args.datasets]
@@ -47,7 +51,8 @@ def card_info(args: LlavaArguments, model_args, training_args, trainer) -> dict:
     if losses:
         lines.append(f"- training loss: {losses[0]:.4f} (first log) -> {losses[-1]:.4f} (last log)")
     if model_args.use_peft:
-        lines.append(f"- LoRA r={model_args.lora_r}, alpha={model_args.lora_alpha}, merged into these weights "
+        base = " (full-precision base)" if model_args.load_in_4bit else ""
+        lines.append(f"- LoRA r={model_args.lora_r}, alpha={model_args.lora_alpha}, merged into these weights{base} "
                      f"(adapter + projector in `{ADAPTER_DIR}/`)")
     hub_datasets = [spec.path for spec in args.datasets if spec.path and not Path(spec.path).exists()]
     return dict(
@@ -65,7 +70,7 @@ def card_info(args: LlavaArguments, model_args, training_args, trainer) -> dict:
 def _merged_model(args: LlavaArguments, model_args, adapter_dir: Path, seed: int):
     from peft import PeftModel
 
-    base, _ = load_model_and_processor(args, model_args, seed)
+    base, _ = load_model_and_processor(args, replace(model_args, load_in_4bit=False), seed)  # full precision
     return PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
 
 

@@ -1,13 +1,16 @@
 """`LlavaSFTTrainer`: TRL's SFTTrainer with a separate projector learning rate.
 
 Design notes
-- The only override is `create_optimizer`: with `projector_lr` set it hands the Trainer ready-made parameter groups
+- The main override is `create_optimizer`: with `projector_lr` set it hands the Trainer ready-made parameter groups
   through `optimizer_cls_and_kwargs` (`params` replaces the default groups, the same hook GaLore uses), then lets
   the stock method build the optimizer. So optimizer choice (`optim`), factories, DeepSpeed and the 8-bit
   bitsandbytes handling stay the Trainer's.
 - Groups: the rest, then the projector, each split into weight-decay / no-decay by the Trainer's own rule (the
   logged learning rate is the first group's, i.e. `learning_rate`). The projector is found by name
   (`multi_modal_projector`), which also matches PEFT's `modules_to_save` copy of it.
+- QLoRA: SFTTrainer casts every trainable parameter of a quantised model to bf16 (the QLoRA paper's choice for the
+  adapter). The fully trained `modules_to_save` copies (projector, a tuned tower) are put back in fp32: at LLaVA's
+  projector lr (2e-5) most bf16 updates would round away. Autocast (`bf16: true`) runs them in bf16 as usual.
 """
 
 from trl import SFTTrainer
@@ -19,6 +22,10 @@ class LlavaSFTTrainer(SFTTrainer):
     def __init__(self, *args, projector_lr: float | None = None, **kwargs):
         self.projector_lr = projector_lr
         super().__init__(*args, **kwargs)
+        if getattr(self.model, "is_loaded_in_4bit", False):
+            for name, param in self.model.named_parameters():
+                if param.requires_grad and ".modules_to_save." in name:
+                    param.data = param.data.float()
 
     def parameter_groups(self, model) -> list[dict]:
         decay = set(self.get_decay_parameter_names(model))
