@@ -34,8 +34,9 @@ def add_parser(subparsers) -> None:
     shapes.add_argument("--model", required=True, help="hf_llava checkpoint folder or Hub id")
     source = shapes.add_mutually_exclusive_group()
     source.add_argument("--data", help="a datasets_scripts/synthetic_shapes.py output folder (or its vqa/ folder)")
-    source.add_argument("--num-images", type=int, default=200,
-                        help="without --data: generate this many held-out scenes, 5 questions each (default 200)")
+    source.add_argument("--num-images", type=int, default=50,
+                        help="without --data: generate this many held-out scenes, 5 questions each (default 50, "
+                             "as the demo; SmolLM2-sized models answer ~2 questions/s on 2 CPU cores)")
     shapes.add_argument("--image-size", type=int, default=64, help="generated scenes: image side (default 64)")
     shapes.add_argument("--seed", type=int, default=0, help="generated scenes: dataset seed (default 0)")
     shapes.add_argument("--blank-image", action="store_true",
