@@ -19,8 +19,8 @@ from trl import ModelConfig, SFTConfig, TrlParser
 
 from hf_llava import MultimodalCollator
 from hf_llava.training import (
-    LlavaArguments, LlavaSFTTrainer, load_mixture, load_model_and_processor, lora_config, prepare_quantized, save_final,
-    set_trainable,
+    LlavaArguments, LlavaSFTTrainer, cache_image_features, load_mixture, load_model_and_processor, lora_config,
+    prepare_quantized, save_final, set_trainable,
 )
 
 logger = logging.getLogger("hf_llava.recipes.sft")
@@ -67,9 +67,13 @@ def main(argv: list[str] | None = None, callbacks: list | None = None):
         train_dataset = load_mixture(args.datasets, training_args.seed, args.skip_bad_samples)
         eval_dataset = (load_mixture(args.eval_datasets, training_args.seed, args.skip_bad_samples)
                         if args.eval_datasets else None)
+    feature_cache = None
+    if args.cache_image_features:
+        with training_args.main_process_first(desc="caching image features"):
+            train_dataset, feature_cache = cache_image_features(model, processor, train_dataset, training_args)
     collator = MultimodalCollator(
         processor, max_length=training_args.max_length, random_image_placement=args.random_image_placement,
-        skip_bad_samples=args.skip_bad_samples, seed=training_args.seed,
+        skip_bad_samples=args.skip_bad_samples, seed=training_args.seed, feature_cache=feature_cache,
     )
     trainer = LlavaSFTTrainer(
         model=model, args=training_args, train_dataset=train_dataset, eval_dataset=eval_dataset,

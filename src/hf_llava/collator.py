@@ -6,15 +6,31 @@ Design notes
 - Rows are processed one at a time and padded here: a bad row (truncation would cut its image tokens, or nothing is
   left to supervise) is reported by its `id`, and with `skip_bad_samples=True` dropped from the batch and counted.
 - The paper's augmentation (image before or after the question in the first turn) is optional and seeded.
+- With a `feature_cache` (hf_llava.training.feature_cache), rows carry `image_feature_ids` instead of `images`: the
+  text is rendered exactly as with images (placeholder images through a processor copy whose image processor makes
+  no pixels) and the batch gets the cached `vision_features` instead of `pixel_values`.
 """
 
+import copy
 import random
 
 import torch
+from PIL import Image
 
 from .data.errors import BadRecordError, SkipReport
 
 IGNORE_INDEX = -100
+PLACEHOLDER_IMAGE = Image.new("RGB", (1, 1))
+
+
+class _NoPixels:
+    """Stands in for the image processor when features come from a cache: markers expand, no pixels are made."""
+
+    def fetch_images(self, images):
+        return images
+
+    def __call__(self, images, **kwargs) -> dict:
+        return {}
 
 
 class MultimodalCollator:
@@ -27,6 +43,7 @@ class MultimodalCollator:
             augmentation); otherwise keep the row's order.
         skip_bad_samples: drop bad samples from the batch and count them in `skips` (a SkipReport) instead of raising.
         seed: seed of the placement RNG.
+        feature_cache: `cache[ids]` -> precomputed vision features, for rows with `image_feature_ids`.
     """
 
     def __init__(
@@ -36,6 +53,7 @@ class MultimodalCollator:
         random_image_placement: bool = False,
         skip_bad_samples: bool = False,
         seed: int = 0,
+        feature_cache=None,
     ):
         if processor.chat_template is None or "generation" not in processor.chat_template:
             raise ValueError(
@@ -50,6 +68,11 @@ class MultimodalCollator:
         self.pad_token_id = processor.tokenizer.pad_token_id
         if self.pad_token_id is None:
             self.pad_token_id = processor.tokenizer.eos_token_id
+        self.feature_cache = feature_cache
+        if feature_cache is not None:
+            self.text_processor = copy.copy(processor)
+            self.text_processor.image_processor = _NoPixels()
+            self.text_processor.pad_to_square = False
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         samples = []
@@ -63,15 +86,21 @@ class MultimodalCollator:
         return self.pad(samples)
 
     def encode(self, row: dict) -> dict[str, torch.Tensor]:
-        """Tokenise one row; returns 1-D input_ids/labels and (if it has images) pixel_values."""
+        """Tokenise one row; returns 1-D input_ids/labels and (if it has images) pixel_values or vision_features."""
         row_id = str(row.get("id", "<no id>"))
         messages = self.place_images(row["messages"])
-        images = [image.convert("RGB") for image in row.get("images") or []]
+        feature_ids = row.get("image_feature_ids")
+        if feature_ids is not None:
+            if self.feature_cache is None:
+                raise ValueError(f"row {row_id} has image_feature_ids but the collator has no feature_cache")
+            processor, images = self.text_processor, [PLACEHOLDER_IMAGE] * len(feature_ids)
+        else:
+            processor, images = self.processor, [image.convert("RGB") for image in row.get("images") or []]
         processor_kwargs = {"images": images or None}
         if self.max_length is not None:
             processor_kwargs.update(truncation=True, max_length=self.max_length)
         try:
-            encoded = self.processor.apply_chat_template(
+            encoded = processor.apply_chat_template(
                 messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True, return_tensors="pt",
                 processor_kwargs=processor_kwargs,
             )
@@ -92,6 +121,8 @@ class MultimodalCollator:
         }
         if "pixel_values" in encoded:
             sample["pixel_values"] = encoded["pixel_values"]
+        if feature_ids:
+            sample["vision_features"] = self.feature_cache[feature_ids]
         return sample
 
     def place_images(self, messages: list[dict]) -> list[dict]:
@@ -111,7 +142,7 @@ class MultimodalCollator:
         return messages
 
     def pad(self, samples: list[dict]) -> dict[str, torch.Tensor]:
-        """Right-pad to the longest sample; stack every image of the batch in row order."""
+        """Right-pad to the longest sample; stack every image (or its cached features) of the batch in row order."""
         length = max(len(s["input_ids"]) for s in samples)
 
         def padded(key, value):
@@ -123,7 +154,8 @@ class MultimodalCollator:
             "attention_mask": padded("attention_mask", 0),
             "labels": padded("labels", IGNORE_INDEX),
         }
-        pixel_values = [s["pixel_values"] for s in samples if "pixel_values" in s]
-        if pixel_values:
-            batch["pixel_values"] = torch.cat(pixel_values)
+        for key in ("pixel_values", "vision_features"):
+            images = [s[key] for s in samples if key in s]
+            if images:
+                batch[key] = torch.cat(images)
         return batch

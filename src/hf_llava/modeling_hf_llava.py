@@ -9,6 +9,8 @@ Design notes
   row and left padding need no special case.
 - `pixel_values` are dropped by `generate` after prefill (transformers' MULTIMODAL_INPUTS_TO_DROP_OUTSIDE_PREFILL), so
   the vision tower runs once per generation.
+- Training with a frozen tower may pass `vision_features` (the tower's selected, pre-projector features, as
+  `get_vision_features` returns them, e.g. from a cache) instead of `pixel_values`: the tower is then not run.
 """
 
 from dataclasses import dataclass
@@ -93,8 +95,8 @@ class HfLlavaModel(HfLlavaPreTrainedModel):
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.language_model.set_input_embeddings(value)
 
-    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Projected features of each image: (num_images, image_seq_length, text hidden size)."""
+    def get_vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The tower's selected features of each image, before the projector: (num_images, image_seq_length, width)."""
         if pixel_values.ndim == 5:  # (batch, images per row, C, H, W) -> one flat list of images
             pixel_values = pixel_values.flatten(0, 1)
         pixel_values = pixel_values.to(dtype=self.vision_tower.dtype)
@@ -106,7 +108,11 @@ class HfLlavaModel(HfLlavaPreTrainedModel):
             features = torch.cat([outputs.hidden_states[layer] for layer in layers], dim=-1)
         if self.config.vision_feature_select_strategy == "default":
             features = features[:, 1:]  # drop CLS
-        return self.multi_modal_projector(features)
+        return features
+
+    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Projected features of each image: (num_images, image_seq_length, text hidden size)."""
+        return self.multi_modal_projector(self.get_vision_features(pixel_values))
 
     def merge_image_features(
         self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor, image_features: torch.Tensor
@@ -142,15 +148,20 @@ class HfLlavaModel(HfLlavaPreTrainedModel):
         position_ids: torch.LongTensor | None = None,
         past_key_values: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
+        vision_features: torch.FloatTensor | None = None,
         **kwargs,
     ) -> HfLlavaModelOutputWithPast:
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds")
+        if pixel_values is not None and vision_features is not None:
+            raise ValueError("Pass pixel_values or (precomputed) vision_features, not both")
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
         image_features = None
-        if pixel_values is not None:
-            image_features = self.get_image_features(pixel_values)
+        if pixel_values is not None or vision_features is not None:
+            if vision_features is None:
+                vision_features = self.get_vision_features(pixel_values)
+            image_features = self.multi_modal_projector(vision_features)
             inputs_embeds = self.merge_image_features(input_ids, inputs_embeds, image_features)
         elif self._is_prefill(past_key_values) and input_ids is not None and (
             input_ids == self.config.image_token_id
@@ -227,11 +238,13 @@ class HfLlavaForConditionalGeneration(HfLlavaPreTrainedModel, GenerationMixin):
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        vision_features: torch.FloatTensor | None = None,
         **kwargs,
     ) -> HfLlavaCausalLMOutputWithPast:
         outputs = self.model(
             input_ids=input_ids,
             pixel_values=pixel_values,
+            vision_features=vision_features,
             attention_mask=attention_mask,
             position_ids=position_ids,
             past_key_values=past_key_values,

@@ -1,19 +1,21 @@
 """Training glue for recipes/sft.py (TRL SFTTrainer + MultimodalCollator), one concern per module:
 
-arguments  `LlavaArguments` (+ `DatasetSpec`), parsed next to TRL's SFTConfig and ModelConfig
-data       dataset mixtures of canonical rows (save_to_disk folders, Hub ids, LLaVA JSON), weighted
-model      compose or load the model (4-bit LLM for QLoRA), freeze per stage, LoRA config restricted to the LLM
-trainer    `LlavaSFTTrainer`: SFTTrainer with a separate projector learning rate
-save       the final merged checkpoint (through `save_checkpoint`) and its push to the Hub
+arguments      `LlavaArguments` (+ `DatasetSpec`), parsed next to TRL's SFTConfig and ModelConfig
+data           dataset mixtures of canonical rows (save_to_disk folders, Hub ids, LLaVA JSON), weighted
+feature_cache  a frozen tower's image features computed once and memory-mapped (`cache_image_features`)
+model          compose or load the model (4-bit LLM for QLoRA), freeze per stage, LoRA config restricted to the LLM
+trainer        `LlavaSFTTrainer`: SFTTrainer with a separate projector learning rate
+save           the final merged checkpoint (through `save_checkpoint`) and its push to the Hub
 """
 
 from .arguments import DatasetSpec, LlavaArguments
 from .data import load_mixture
+from .feature_cache import ImageFeatureCache, cache_image_features
 from .model import load_model_and_processor, lora_config, prepare_quantized, set_trainable
 from .save import save_final
 from .trainer import LlavaSFTTrainer
 
 __all__ = [
-    "DatasetSpec", "LlavaArguments", "LlavaSFTTrainer", "load_mixture", "load_model_and_processor", "lora_config",
-    "prepare_quantized", "save_final", "set_trainable",
+    "DatasetSpec", "ImageFeatureCache", "LlavaArguments", "LlavaSFTTrainer", "cache_image_features", "load_mixture",
+    "load_model_and_processor", "lora_config", "prepare_quantized", "save_final", "set_trainable",
 ]

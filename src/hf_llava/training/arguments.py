@@ -96,6 +96,10 @@ class LlavaArguments:
     eval_datasets: list[str] = field(default_factory=list, metadata={"help": "evaluation mixture, same format"})
     random_image_placement: bool = field(
         default=False, metadata={"help": "put the first turn's image before or after the question at random"})
+    cache_image_features: bool = field(
+        default=False,
+        metadata={"help": "frozen vision tower: compute each training image's features once (cached in "
+                          "output_dir/image_features) and train on them instead of running the tower every step"})
     skip_bad_samples: bool = field(
         default=False,
         metadata={"help": "skip (and count) samples whose image tokens would be truncated or that have nothing "
@@ -106,6 +110,9 @@ class LlavaArguments:
             raise ValueError(f"stage must be 1 or 2, got {self.stage}")
         if isinstance(self.vision_tower_config, str):
             self.vision_tower_config = json.loads(self.vision_tower_config)
+        if self.cache_image_features and self.tune_vision_tower:
+            raise ValueError("cache_image_features needs a frozen vision tower: it cannot be used with "
+                             "tune_vision_tower")
         if self.vision_tower and self.vision_tower_config:
             raise ValueError("give either vision_tower (pretrained) or vision_tower_config (from scratch), not both")
         self.datasets = [DatasetSpec.parse(item) for item in self.datasets]
