@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None, callbacks: list | None = None):
     trainer = LlavaSFTTrainer(
         model=model, args=training_args, train_dataset=train_dataset, eval_dataset=eval_dataset,
         data_collator=collator, processing_class=processor, callbacks=callbacks, projector_lr=args.projector_lr,
+        group_by_modality_length=args.group_by_modality_length,
         peft_config=lora_config(model, model_args, args.tune_vision_tower) if model_args.use_peft else None,
     )
     trainer.train(resume_from_checkpoint=resume_target(training_args.resume_from_checkpoint))

@@ -289,3 +289,55 @@ def test_two_process_cpu_ddp_ends_with_identical_parameters(parts, tmp_path):
     rank0, rank1 = ((tmp_path / f"rank{r}.txt").read_text() for r in (0, 1))
     assert rank0 == rank1 and rank0.endswith("step 3 world 2")
     assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
+def text_rows(n: int) -> list[dict]:
+    return [{"id": f"t{i}", "images": [], "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "Say hi" + " please" * i}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Hi."}]}]} for i in range(n)]
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_modality_length_sampler_batches_are_single_modality_and_cover_every_row(world_size):
+    from hf_llava.training.sampler import ModalityLengthGroupedSampler
+
+    rng = random.Random(0)
+    lengths = [rng.randint(1, 50) for _ in range(23)] + [-rng.randint(1, 50) for _ in range(14)]
+    rng.shuffle(lengths)
+    samplers = [ModalityLengthGroupedSampler(lengths, batch_size=4, world_size=world_size, rank=rank, grad_accum=2,
+                                             seed=0) for rank in range(world_size)]
+    for epoch in (0, 1):
+        for sampler in samplers:
+            sampler.set_epoch(epoch)
+        per_rank = [list(sampler) for sampler in samplers]
+        assert all(len(batches) == len(samplers[0]) for batches in per_rank)  # ranks step together
+        batches = [batch for rank_batches in per_rank for batch in rank_batches]
+        assert all(0 < len(batch) <= 4 for batch in batches)
+        assert all(len({lengths[i] > 0 for i in batch}) == 1 for batch in batches)
+        assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))  # each row once
+
+    def spread(batches):  # mean length range inside a batch
+        return sum(max(abs(lengths[i]) for i in b) - min(abs(lengths[i]) for i in b) for b in batches) / len(batches)
+
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    assert spread(batches) < 0.7 * spread([order[k:k + 4] for k in range(0, len(order), 4)])  # length-sorted runs
+
+
+def test_group_by_modality_length_in_the_recipe(parts, stage1, tmp_path):
+    from hf_llava.training.sampler import ModalityLengthGroupedSampler
+
+    datasets.Dataset.from_list(colour_rows(10) + text_rows(6), features=features()).save_to_disk(str(tmp_path / "d"))
+    trainer = sft.main(stage2_args(parts, stage1, tmp_path / "out", "--datasets", str(tmp_path / "d"), "--max_steps",
+                                   "2", "--group_by_modality_length", "true"))
+    loader = trainer.get_train_dataloader()
+    sampler = getattr(loader.batch_sampler, "batch_sampler", loader.batch_sampler)  # accelerate's wrapper, if any
+    assert isinstance(sampler, ModalityLengthGroupedSampler)
+    image_token = trainer.processing_class.image_token_id
+    rows = 0
+    for batch in loader:
+        has_image = (batch["input_ids"] == image_token).any(-1)
+        assert has_image.all() or not has_image.any()
+        assert ("pixel_values" in batch) == bool(has_image.all())
+        rows += len(has_image)
+    assert rows == 16

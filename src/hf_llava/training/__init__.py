@@ -3,8 +3,9 @@
 arguments      `LlavaArguments` (+ `DatasetSpec`), parsed next to TRL's SFTConfig and ModelConfig
 data           dataset mixtures of canonical rows (save_to_disk folders, Hub ids, LLaVA JSON), weighted
 feature_cache  a frozen tower's image features computed once and memory-mapped (`cache_image_features`)
+sampler        modality-length grouped batches (`group_by_modality_length`)
 model          compose or load the model (4-bit LLM for QLoRA), freeze per stage, LoRA config restricted to the LLM
-trainer        `LlavaSFTTrainer`: SFTTrainer with a separate projector learning rate
+trainer        `LlavaSFTTrainer`: SFTTrainer with a separate projector learning rate and the grouped sampler
 save           the final merged checkpoint (through `save_checkpoint`) and its push to the Hub
 """
 

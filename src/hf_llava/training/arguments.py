@@ -100,6 +100,10 @@ class LlavaArguments:
         default=False,
         metadata={"help": "frozen vision tower: compute each training image's features once (cached in "
                           "output_dir/image_features) and train on them instead of running the tower every step"})
+    group_by_modality_length: bool = field(
+        default=False,
+        metadata={"help": "batches of only image rows or only text-only rows, of similar lengths (as LLaVA); every "
+                          "row still once per epoch"})
     skip_bad_samples: bool = field(
         default=False,
         metadata={"help": "skip (and count) samples whose image tokens would be truncated or that have nothing "
