@@ -14,6 +14,7 @@ Design notes
 import copy
 import random
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -100,15 +101,18 @@ class MultimodalCollator:
         if self.max_length is not None:
             processor_kwargs.update(truncation=True, max_length=self.max_length)
         try:
+            # Lists and numpy, not tensors: the assistant-mask pass walks offsets in Python, and per-row tensors
+            # would only be copied again when the batch is padded.
             encoded = processor.apply_chat_template(
-                messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True, return_tensors="pt",
+                messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True,
                 processor_kwargs=processor_kwargs,
             )
         except ValueError as error:  # marker/image count mismatch, truncated image tokens
             kind = "image tokens truncated" if "truncation" in str(error) else "image/marker mismatch"
             raise BadRecordError("<batch>", row_id, str(error), kind) from error
-        input_ids = encoded["input_ids"][0]
-        supervised = encoded["assistant_masks"][0].bool() & (input_ids != self.processor.image_token_id)
+        input_ids = np.asarray(encoded["input_ids"][0], dtype=np.int64)
+        supervised = np.asarray(encoded["assistant_masks"][0], dtype=bool)
+        supervised &= input_ids != self.processor.image_token_id
         if not supervised.any():
             raise BadRecordError(
                 "<batch>", row_id, "no assistant tokens left to train on (no answer, or all truncated away)",
@@ -116,11 +120,11 @@ class MultimodalCollator:
             )
         sample = {
             "input_ids": input_ids,
-            "attention_mask": encoded["attention_mask"][0],
-            "labels": input_ids.masked_fill(~supervised, IGNORE_INDEX),
+            "attention_mask": np.asarray(encoded["attention_mask"][0], dtype=np.int64),
+            "labels": np.where(supervised, input_ids, IGNORE_INDEX),
         }
         if "pixel_values" in encoded:
-            sample["pixel_values"] = encoded["pixel_values"]
+            sample["pixel_values"] = np.asarray(encoded["pixel_values"], dtype=np.float32)
         if feature_ids:
             sample["vision_features"] = self.feature_cache[feature_ids]
         return sample
@@ -146,16 +150,21 @@ class MultimodalCollator:
         length = max(len(s["input_ids"]) for s in samples)
 
         def padded(key, value):
-            return torch.stack([torch.nn.functional.pad(s[key], (0, length - len(s[key])), value=value)
-                                for s in samples])
+            rows = np.full((len(samples), length), value, dtype=np.int64)
+            for row, sample in zip(rows, samples):
+                row[: len(sample[key])] = sample[key]
+            return torch.from_numpy(rows)
 
         batch = {
             "input_ids": padded("input_ids", self.pad_token_id),
             "attention_mask": padded("attention_mask", 0),
             "labels": padded("labels", IGNORE_INDEX),
         }
-        for key in ("pixel_values", "vision_features"):
-            images = [s[key] for s in samples if key in s]
-            if images:
-                batch[key] = torch.cat(images)
+        pixel_values = [s["pixel_values"] for s in samples if "pixel_values" in s]
+        if pixel_values:
+            # numpy's single-threaded copy: torch.cat's intra-op threads stall for ~60 ms on a busy 2-core machine
+            batch["pixel_values"] = torch.from_numpy(np.concatenate(pixel_values))
+        vision_features = [s["vision_features"] for s in samples if "vision_features" in s]
+        if vision_features:  # cached features may be bfloat16, which numpy cannot hold
+            batch["vision_features"] = torch.cat(vision_features)
         return batch
