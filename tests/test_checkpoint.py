@@ -23,3 +23,19 @@ def test_checkpoint_folder_has_weights_code_and_a_rendered_card(tmp_path):
     assert f"{model.config.image_seq_length} tokens per image" in text
     assert "`mlp2x_gelu`" in text and "2 steps on shapes." in text
     assert "{{" not in text  # every placeholder rendered
+
+
+def test_checkpoint_does_not_keep_the_last_calls_truncation(tmp_path):
+    # the collator tokenises with truncation=True, max_length=...; before the fix that length landed in
+    # tokenizer.json and every later load carried max_length (and generate warned "max_length is ignored")
+    import json
+
+    from hf_llava import HfLlavaProcessor
+
+    model, processor = tiny_llava()
+    processor.tokenizer("some training text", truncation=True, max_length=7)
+    out = save_checkpoint(model, processor, tmp_path / "ckpt")
+    assert json.loads((out / "tokenizer.json").read_text())["truncation"] is None
+    assert "max_length" not in json.loads((out / "tokenizer_config.json").read_text())
+    reloaded = HfLlavaProcessor.from_pretrained(out).tokenizer
+    assert len(reloaded("word " * 50)["input_ids"]) >= 50  # nothing truncates a plain call

@@ -59,6 +59,21 @@ def render_model_card(
     )
 
 
+def clear_call_state(tokenizer) -> None:
+    """Forget the truncation/padding of the last tokenizer call before saving.
+
+    A fast tokenizer keeps the last call's `truncation=True, max_length=N` in its backend and writes it into
+    tokenizer.json; the reloaded tokenizer then carries `max_length=N` (transformers warns "max_length is ignored"
+    on every generate). Training calls it with the run's `max_length`, so the saved checkpoint must not keep it.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        backend.no_truncation()
+        backend.no_padding()
+    for key in ("max_length", "stride", "truncation_strategy"):
+        tokenizer.init_kwargs.pop(key, None)
+
+
 def save_checkpoint(model, processor, output_dir: str | Path, state_dict: dict | None = None, **card_info) -> Path:
     """Save model + processor + remote code + README.md model card into `output_dir`.
 
@@ -67,6 +82,7 @@ def save_checkpoint(model, processor, output_dir: str | Path, state_dict: dict |
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output_dir, state_dict=state_dict)
+    clear_call_state(processor.tokenizer)
     processor.save_pretrained(output_dir)
     render_model_card(model, processor, **card_info).save(output_dir / "README.md")
     return output_dir
