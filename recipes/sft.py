@@ -20,7 +20,7 @@ from trl import ModelConfig, SFTConfig, TrlParser
 from hf_llava import MultimodalCollator
 from hf_llava.training import (
     LlavaArguments, LlavaSFTTrainer, cache_image_features, load_mixture, load_model_and_processor, lora_config,
-    prepare_quantized, save_final, set_trainable,
+    prepare_quantized, require_images, save_final, set_trainable,
 )
 
 logger = logging.getLogger("hf_llava.recipes.sft")
@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None, callbacks: list | None = None):
         set_trainable(model, args.stage, args.tune_vision_tower)
     with training_args.main_process_first(desc="loading datasets"):
         train_dataset = load_mixture(args.datasets, training_args.seed, args.skip_bad_samples)
+        if args.stage == 1:
+            train_dataset = require_images(train_dataset, args.skip_bad_samples)
         eval_dataset = (load_mixture(args.eval_datasets, training_args.seed, args.skip_bad_samples)
                         if args.eval_datasets else None)
     feature_cache = None

@@ -341,3 +341,14 @@ def test_group_by_modality_length_in_the_recipe(parts, stage1, tmp_path):
         assert ("pixel_values" in batch) == bool(has_image.all())
         rows += len(has_image)
     assert rows == 16
+
+
+def test_stage1_refuses_text_only_rows_or_skips_them(parts, tmp_path):
+    # a text-only row teaches the projector nothing; a batch of them (modality grouping) used to fail in backward
+    datasets.Dataset.from_list(colour_rows(6) + text_rows(3), features=features()).save_to_disk(str(tmp_path / "d"))
+    args = stage1_args(parts, tmp_path / "out", "--datasets", str(tmp_path / "d"), "--max_steps", "2",
+                       "--group_by_modality_length", "true")
+    with pytest.raises(ValueError, match=r"3 of 9 stage-1 rows have no image \(e.g. t0, t1, t2\)"):
+        sft.main(args)
+    trainer = sft.main(args + ["--skip_bad_samples", "true"])
+    assert len(trainer.train_dataset) == 6 and not any(str(i).startswith("t") for i in trainer.train_dataset["id"])
