@@ -4,6 +4,8 @@ triangle; 6 colours; small/large; one per cell of a 3x3 grid) rendered as small 
   caption   train: stage-1 rows (brief-description instruction + image -> one of the scene's 5 captions)
   instruct  train: multi-turn conversations about colour, shape, count, position, existence (+ detailed
             description), the offline stand-in for the data engine
+  vqa_chat  train: one conversation per scene asking all five question types, each with "Answer the question
+            using a single word or phrase." and a short answer (LLaVA-1.5's format for academic VQA)
   vqa       test: held-out scenes, one question per type with a gold short answer (`question`, `answer`,
             `question_type`); score with hf_llava.data.shapes.exact_match
   scenes    train/test: COCO-style rows (5 captions, pixel boxes, symbolic context) for the data engine

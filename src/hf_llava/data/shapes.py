@@ -10,8 +10,9 @@ Design notes
 - Shapes are drawn at 4x and box-downsampled (anti-aliased edges); a few thousand 64 px scenes take seconds.
 - Text: 5 templated captions per scene (COCO-style, with pixel boxes, ready for the data engine), stage-1 caption
   rows, multi-turn instruction conversations (colour, shape, count, position, existence questions with sentence
-  answers, sometimes a detailed description), and a VQA split with gold short answers scored by exact match
-  after `normalize_answer`.
+  answers, sometimes a detailed description), short-answer conversations on the training scenes (every question
+  type, LLaVA-1.5's format for academic VQA), and a held-out VQA split with gold short answers scored by exact
+  match after `normalize_answer`.
 """
 
 from __future__ import annotations
@@ -251,12 +252,25 @@ def vqa_rows(scene: Scene, img: dict, seed: int = 0):
                "question": q.question, "answer": q.answer, "question_type": qtype}
 
 
+def vqa_chat_row(scene: Scene, img: dict, seed: int = 0) -> dict:
+    """All five question types about one scene in one conversation (shuffled), short answers: LLaVA-1.5 packs the
+    questions of an academic-VQA image into one multi-turn row the same way. The image comes with the first."""
+    questions = list(vqa_rows(scene, img, seed))
+    random.Random(f"{seed}:vqa_chat:{scene.image_id}").shuffle(questions)
+    messages = []
+    for k, q in enumerate(questions):
+        messages += [user_message(f"{q['question']}\n{SHORT_ANSWER_SUFFIX}", with_image=k == 0),
+                     assistant_message(q["answer"])]
+    return {"id": f"vqa_chat-{scene.image_id}", "images": [img], "messages": messages}
+
+
 def scene_row(scene: Scene, img: dict, seed: int = 0) -> dict:
     return coco_row(to_coco_image(scene), img, pick(BRIEF_DESCRIPTION, scene.image_id, seed))
 
 
 CONFIGS = {  # config -> its splits; held-out scenes feed the "test" splits
-    "caption": ("train",), "instruct": ("train",), "vqa": ("test",), "scenes": ("train", "test")}
+    "caption": ("train",), "instruct": ("train",), "vqa_chat": ("train",), "vqa": ("test",),
+    "scenes": ("train", "test")}
 
 
 def rows(config: str, split: str, num_images: int = 2000, num_eval_images: int = 200, image_size: int = 64,
@@ -271,6 +285,8 @@ def rows(config: str, split: str, num_images: int = 2000, num_eval_images: int =
             yield caption_row(scene, img, seed)
         elif config == "instruct":
             yield instruct_row(scene, img, seed)
+        elif config == "vqa_chat":
+            yield vqa_chat_row(scene, img, seed)
         elif config == "vqa":
             yield from vqa_rows(scene, img, seed)
         else:
