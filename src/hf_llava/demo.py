@@ -7,11 +7,12 @@ Design notes
   recipe (recipes/sft.py with recipes/shapes-smollm2/{pretrain,finetune}.yaml; the demo only points the recipe's
   paths into --output-dir), `hf_llava.eval.shapes` and `hf_llava.eval.report`. So the demo needs a checkout of the
   repository (recipes/ and datasets_scripts/ are not part of the wheel).
-- Stage 2 mixes LLaVA-style instruction conversations (sentence answers) with short-answer VQA questions on the
-  training scenes (one per scene, question types in turn, + "Answer the question using a single word or phrase."),
-  as LLaVA-1.5 mixes academic VQA into its 665K set: the held-out evaluation scores short answers by exact match, and
-  a model that never saw that format answers in sentences. The mixture weights are the demo's; how many steps each
-  stage trains is the recipe's (`max_steps`). Training and held-out scenes come from different random streams.
+- Stage 2 mixes LLaVA-style instruction conversations (sentence answers) with short-answer VQA conversations on the
+  training scenes (the `vqa_chat` config: every question type, + "Answer the question using a single word or
+  phrase."), as LLaVA-1.5 mixes academic VQA into its 665K set: the held-out evaluation scores short answers by exact
+  match, and a model that never saw that format answers in sentences. The mixture and the step counts are the
+  recipes' (recipes/shapes-smollm2); the demo only points them at its data. Training and held-out scenes come from
+  different random streams.
 - Resumable per stage: each stage works in its own folder under --output-dir and writes `demo_stage.json`
   (settings, seconds, summary) last. A folder with that file is reused as is; one without it is an interrupted
   stage and is cleared and redone; a finished stage made with other settings is an error (never silently mixed).
@@ -42,15 +43,13 @@ class DemoSettings:
 
     quick: bool = False
     num_images: int = 1000  # training scenes: stage 1 captions all of them
-    instruct_weight: float = 0.15  # stage 2: share of the scenes' instruction conversations...
-    vqa_weight: float = 0.5  # ...and of their short-answer questions (DatasetSpec weights)
     num_eval_images: int = 50  # held-out scenes, 5 questions each, asked twice (image, blank image)
     image_size: int = 64
     seed: int = 0
     eval_batch_size: int = 32
 
 
-QUICK = dict(quick=True, num_images=16, instruct_weight=0.5, vqa_weight=0.5, num_eval_images=2, eval_batch_size=5)
+QUICK = dict(quick=True, num_images=16, num_eval_images=2, eval_batch_size=5)
 QUICK_TRAINING = ["--max_steps", "2", "--per_device_train_batch_size", "4", "--logging_steps", "1"]
 
 
@@ -121,30 +120,28 @@ class Stage:
 
 
 def build_data(out: Path, settings: DemoSettings, root: Path) -> dict:
-    """The synthetic-shapes builder's caption/instruct/vqa configs, plus `vqa_train`: one short-answer question per
-    training scene (question types in turn)."""
-    import datasets
-
-    from .data import shapes
+    """The synthetic-shapes builder's caption (stage 1), instruct + vqa_chat (stage 2) and vqa (held-out) configs."""
     from .data.builder import build_to_disk, load_builder_script
-    from .data.schema import features
 
     builder = load_builder_script(root / "datasets_scripts" / "synthetic_shapes.py").SyntheticShapes
-    report = build_to_disk(builder, str(out), configs=["caption", "instruct", "vqa"], command="hf-llava demo",
-                           num_images=settings.num_images, num_eval_images=settings.num_eval_images,
-                           image_size=settings.image_size, seed=settings.seed)
-    scenes = shapes.generate_scenes(settings.num_images, settings.seed, image_size=settings.image_size)
-    vqa_train = [list(shapes.vqa_rows(scene, shapes.png_bytes(scene), settings.seed))[k % len(shapes.QUESTION_TYPES)]
-                 for k, scene in enumerate(scenes)]
-    extra = {name: datasets.Value("string") for name in ("question", "answer", "question_type")}
-    datasets.Dataset.from_list(vqa_train, features=features(extra)).save_to_disk(str(out / "vqa_train"))
-    return {name: info["splits"] for name, info in report["configs"].items()} | {
-        "vqa_train": {"train": {"rows": len(vqa_train)}}}
+    report = build_to_disk(builder, str(out), configs=["caption", "instruct", "vqa_chat", "vqa"],
+                           command="hf-llava demo", num_images=settings.num_images,
+                           num_eval_images=settings.num_eval_images, image_size=settings.image_size,
+                           seed=settings.seed)
+    return {name: info["splits"] for name, info in report["configs"].items()}
 
 
-def train(sft, recipe: Path, out: Path, datasets: list[dict], extra: list[str]) -> dict:
-    """One recipes/sft.py run; returns its step count and first/last logged losses."""
-    argv = ["--config", str(recipe), "--output_dir", str(out), "--datasets", *map(json.dumps, datasets), *extra]
+def recipe_datasets(recipe: Path, data: Path) -> list[dict]:
+    """The recipe's training mixture (configs, splits, weights) with its paths pointed at the demo's data folder."""
+    import yaml
+
+    return [{**spec, "path": str(data)} for spec in yaml.safe_load(recipe.read_text())["datasets"]]
+
+
+def train(sft, recipe: Path, out: Path, data: Path, extra: list[str]) -> dict:
+    """One recipes/sft.py run on the demo's data; returns its step count and first/last logged losses."""
+    argv = ["--config", str(recipe), "--output_dir", str(out),
+            "--datasets", *map(json.dumps, recipe_datasets(recipe, data)), *extra]
     print("  python recipes/sft.py " + " ".join(argv))
     trainer = sft.main(argv)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
@@ -242,19 +239,16 @@ def run_demo(out_dir: str | Path = "outputs/demo", settings: DemoSettings = Demo
                         *QUICK_TRAINING]
         stage2_extra = QUICK_TRAINING
 
-    def train_stage(recipe: str, sources: list[dict], extra: list[str]):
+    def train_stage(recipe: str, extra: list[str]):
         def work(stage_dir: Path) -> dict:
             nonlocal sft
             sft = sft or load_sft(root)
-            return train(sft, root / RECIPES / recipe, stage_dir, sources, extra)
+            return train(sft, root / RECIPES / recipe, stage_dir, data, extra)
         return work
 
     stage1 = out / "stage1-pretrain"
-    run_stage("stage1-pretrain", train_stage("pretrain.yaml", [{"path": str(data), "name": "caption"}], stage1_extra))
-    run_stage("stage2-finetune", train_stage(
-        "finetune.yaml", [{"path": str(data), "name": "instruct", "weight": settings.instruct_weight},
-                          {"path": str(data / "vqa_train"), "weight": settings.vqa_weight}],
-        ["--model_name_or_path", str(stage1), *stage2_extra]))
+    run_stage("stage1-pretrain", train_stage("pretrain.yaml", stage1_extra))
+    run_stage("stage2-finetune", train_stage("finetune.yaml", ["--model_name_or_path", str(stage1), *stage2_extra]))
     stage2 = out / "stage2-finetune"
 
     rows = load_rows(data)
