@@ -1,6 +1,6 @@
-"""`cache_image_features`: a stage-1 run on cached vision features gives the same losses and projector as the run on
-pixels, without ever running the vision tower during training; the cache is reused while nothing it depends on
-changes; a trainable tower is refused."""
+"""`cache_image_features`: a run on cached vision features gives the same losses and projector as the run on pixels,
+without ever running the vision tower during training; the cache is reused while nothing it depends on changes; a
+trainable tower is refused."""
 
 import sys
 from pathlib import Path
@@ -49,7 +49,8 @@ class TowerCalls(TrainerCallback):
 
 def run(parts, out, *extra):
     calls = TowerCalls()
-    trainer = sft.main(stage1_args(parts, out, "--max_steps", "3", *extra), callbacks=[calls])
+    # stage 2 (projector + LLM, tower frozen): its mixtures may hold text-only rows, which stage 1 refuses
+    trainer = sft.main(stage1_args(parts, out, "--max_steps", "3", "--stage", "2", *extra), callbacks=[calls])
     return trainer, calls.calls
 
 
