@@ -241,13 +241,17 @@ def instruct_row(scene: Scene, img: dict, seed: int = 0) -> dict:
     return {"id": f"instruct-{scene.image_id}", "images": [img], "messages": messages}
 
 
+def short_answer_prompt(question: str) -> str:
+    return f"{question}\n{SHORT_ANSWER_SUFFIX}"
+
+
 def vqa_rows(scene: Scene, img: dict, seed: int = 0):
     """One short-answer question per question type."""
     rng = random.Random(f"{seed}:vqa:{scene.image_id}")
     for qtype in QUESTION_TYPES:
         q = ask(scene, qtype, rng)
         yield {"id": f"vqa-{scene.image_id}-{qtype}", "images": [img],
-               "messages": [user_message(f"{q.question}\n{SHORT_ANSWER_SUFFIX}", with_image=True),
+               "messages": [user_message(short_answer_prompt(q.question), with_image=True),
                             assistant_message(q.answer)],
                "question": q.question, "answer": q.answer, "question_type": qtype}
 
@@ -259,7 +263,7 @@ def vqa_chat_row(scene: Scene, img: dict, seed: int = 0) -> dict:
     random.Random(f"{seed}:vqa_chat:{scene.image_id}").shuffle(questions)
     messages = []
     for k, q in enumerate(questions):
-        messages += [user_message(f"{q['question']}\n{SHORT_ANSWER_SUFFIX}", with_image=k == 0),
+        messages += [user_message(short_answer_prompt(q["question"]), with_image=k == 0),
                      assistant_message(q["answer"])]
     return {"id": f"vqa_chat-{scene.image_id}", "images": [img], "messages": messages}
 

@@ -89,27 +89,18 @@ def load_mixture(specs: list[DatasetSpec], seed: int = 0, skip_bad: bool = False
     return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
 
 
-def rows_without_images(dataset) -> list[int]:
-    """Indices of the text-only rows (no image block in `messages`; images are never decoded)."""
-    indices, start = [], 0
-    for batch in dataset.select_columns(["messages"]).iter(batch_size=1000):
-        for offset, messages in enumerate(batch["messages"]):
-            if not any(block["type"] == "image" for message in messages for block in message["content"]):
-                indices.append(start + offset)
-        start += len(batch["messages"])
-    return indices
-
-
 def require_images(dataset, skip_bad: bool = False):
     """Stage 1 trains only the projector (and a tuned tower): a text-only row gives them no gradient, and a batch of
     such rows (likely with `group_by_modality_length`) would fail in backward with an obscure error. So text-only
     rows are an error naming them, or with `skip_bad` are dropped and counted."""
-    text_only = rows_without_images(dataset)
+    from .sampler import modality_lengths  # negative for text-only rows, read from `messages` only
+
+    text_only = [i for i, length in enumerate(modality_lengths(dataset, image_seq_length=1)) if length < 0]
     if not text_only:
         return dataset
-    ids = dataset.select(text_only[:3])["id"]
-    message = (f"{len(text_only)} of {len(dataset)} stage-1 rows have no image (e.g. {', '.join(map(str, ids))}): stage 1 "
-               "trains only the projector, which text-only rows cannot teach")
+    ids = ", ".join(map(str, dataset.select(text_only[:3])["id"]))
+    message = (f"{len(text_only)} of {len(dataset)} stage-1 rows have no image (e.g. {ids}): stage 1 trains only "
+               "the projector, which text-only rows cannot teach")
     if not skip_bad:
         raise ValueError(f"{message}. Remove them from the stage-1 mixture (train them in stage 2), or set "
                          "skip_bad_samples to drop them")
