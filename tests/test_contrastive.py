@@ -62,7 +62,7 @@ def test_cli_trains_a_tower_usable_by_the_recipe(tmp_path):
     Dataset.from_list(caption_rows(12)).save_to_disk(tmp_path / "data" / "caption")
     tok_dir = tmp_path / "tok"
     tiny_tokenizer().save_pretrained(tok_dir)
-    summary = main(["--data", str(tmp_path / "data"), "--vision-config", json.dumps(VISION_CONFIGS["clip_vision_model"]),
+    summary = main(["--data", str(tmp_path / "data"), "--vision-tower-config", json.dumps(VISION_CONFIGS["clip_vision_model"]),
                     "--tokenizer", str(tok_dir), "--output-dir", str(tmp_path / "tower"), "--steps", "2",
                     "--batch-size", "4", "--heldout", "2"])
     assert summary["steps"] == 2 and summary["rows"] == 10

@@ -4,7 +4,9 @@ artefacts, the report, and resuming (finished stages reused, an unfinished one r
 import json
 
 import pytest
+import torch
 from datasets import load_from_disk
+from safetensors.torch import load_file
 
 from hf_llava import demo
 from hf_llava.cli import main as cli_main
@@ -13,6 +15,7 @@ from hf_llava.data.shapes import HELD_OUT_ID_OFFSET, QUESTION_TYPES, SHORT_ANSWE
 STAGE_FILES = {
     "data": ["caption/dataset_dict.json", "instruct/dataset_dict.json", "vqa_chat/dataset_dict.json",
              "vqa/dataset_dict.json", "build_report.json"],
+    "tower": ["model.safetensors", "config.json", "preprocessor_config.json", "contrastive_training.json"],
     "stage1-pretrain": ["model.safetensors", "config.json", "processor_config.json", "modeling_hf_llava.py"],
     "stage2-finetune": ["model.safetensors", "config.json", "chat_template.jinja", "README.md"],
     "eval": ["predictions.jsonl", "results.json", "results.md"],
@@ -43,7 +46,12 @@ def test_quick_demo_runs_every_stage_and_writes_the_report(quick_run):
             assert (out / stage / name).is_file(), f"{stage}/{name}"
     info = markers(out)
     assert info["stage1-pretrain"]["steps"] == 2 and info["stage2-finetune"]["steps"] == 2
-    assert info["stage1-pretrain"]["settings"]["quick"] is True
+    assert info["stage1-pretrain"]["settings"]["quick"] is True and info["tower"]["steps"] == 2
+    # stage 1 composed its model from the demo's own contrastive tower, and kept it frozen
+    tower = load_file(out / "tower" / "model.safetensors")["embeddings.patch_embedding.weight"]
+    stage1 = load_file(out / "stage1-pretrain" / "model.safetensors")
+    assert torch.equal(next(v for k, v in stage1.items() if k.endswith("vision_tower.embeddings.patch_embedding.weight")),
+                       tower)
     records = [json.loads(line) for line in (out / "eval" / "predictions.jsonl").read_text().splitlines()]
     assert len(records) == 2 * len(QUESTION_TYPES) and all("blank_prediction" in r for r in records)
     report = (out / "report.md").read_text()
@@ -52,7 +60,7 @@ def test_quick_demo_runs_every_stage_and_writes_the_report(quick_run):
     for heading in ("## Accuracy per question type", "## Sample chat", "## Timings", "## Grid"):
         assert heading in report
     assert (out / "grid.png").stat().st_size > 1000
-    assert "ASSISTANT:" in stdout and "[4/4] eval: done" in stdout
+    assert "ASSISTANT:" in stdout and "[5/5] eval: done" in stdout
 
 
 def test_stage2_trains_the_recipes_mixture_on_the_demos_training_scenes(quick_run):
@@ -74,9 +82,9 @@ def test_rerun_reuses_finished_stages_and_redoes_an_unfinished_one(quick_run, mo
     monkeypatch.setattr(demo, "load_sft", lambda root: pytest.fail("a finished training stage ran again"))
     assert cli_main(["demo", "--quick", "--output-dir", str(out)]) == 0
     stdout = capsys.readouterr().out
-    for name in ("data", "stage1-pretrain", "stage2-finetune"):
+    for name in ("data", "tower", "stage1-pretrain", "stage2-finetune"):
         assert f"{name}: finished earlier, reusing" in stdout
-    assert "eval: clearing an unfinished earlier attempt" in stdout and "[4/4] eval: done" in stdout
+    assert "eval: clearing an unfinished earlier attempt" in stdout and "[5/5] eval: done" in stdout
     after = markers(out)
     assert {k: after[k] for k in STAGE_FILES if k != "eval"} == {k: before[k] for k in STAGE_FILES if k != "eval"}
 

@@ -11,7 +11,9 @@ from hf_llava.training.arguments import DatasetSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
-MODEL_RECIPES = sorted(p for p in RECIPES.glob("*/*.yaml") if p.parent.name != "accelerate_configs")
+TOWER_RECIPE = RECIPES / "shapes-smollm2" / "tower.yaml"  # hf_llava.training.contrastive, not recipes/sft.py
+MODEL_RECIPES = sorted(p for p in RECIPES.glob("*/*.yaml") if p.parent.name != "accelerate_configs"
+                       and p != TOWER_RECIPE)
 ACCELERATE_CONFIGS = sorted((RECIPES / "accelerate_configs").glob("*.yaml"))
 GPUS = 8  # the paper's 8xA100; the accelerate configs launch 8 processes
 
@@ -93,10 +95,24 @@ def test_llava_recipes_carry_the_paper_settings(name):
 def test_command_line_overrides_the_yaml():
     args, training_args, _ = parse(RECIPES / "shapes-smollm2" / "pretrain.yaml", "--learning_rate", "5e-4",
                                    "--datasets", "data/other", '{"llava_json": "x.json", "weight": 0.5}',
-                                   "--vision_tower_config", '{"image_size": 32, "patch_size": 8}')
+                                   "--vision_tower", "other/tower")
     assert training_args.learning_rate == 5e-4
     assert args.datasets == [DatasetSpec(path="data/other"), DatasetSpec(llava_json="x.json", weight=0.5)]
-    assert args.vision_tower_config == {"image_size": 32, "patch_size": 8}
+    assert args.vision_tower == "other/tower"
+
+
+def test_tower_recipe_parses_and_feeds_stage_1():
+    from hf_llava.training.contrastive import parse_args
+
+    args = parse_args(["--config", str(TOWER_RECIPE), "--steps", "7"])
+    assert args.steps == 7 and args.batch_size == 128  # flags override the YAML, the YAML the defaults
+    assert args.vision_tower_config["image_size"] // args.vision_tower_config["patch_size"] == 3  # the 3x3 grid
+    assert "python -m hf_llava.training.contrastive --config recipes/shapes-smollm2/tower.yaml" in \
+        TOWER_RECIPE.read_text()
+    stage1, _, _ = parse(RECIPES / "shapes-smollm2" / "pretrain.yaml")
+    assert stage1.vision_tower == args.output_dir and not stage1.tune_vision_tower
+    with pytest.raises(SystemExit):
+        parse_args(["--config", str(TOWER_RECIPE), "--steps", "x"])
 
 
 @pytest.mark.parametrize("item, message", [

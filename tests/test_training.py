@@ -248,9 +248,11 @@ def test_push_to_hub_uploads_the_final_folder(parts, tmp_path, hub_server):
 
     repo_id = f"{hub_server.user}/tiny-llava-sft"
     sft.main(stage1_args(parts, tmp_path, "--max_steps", "1", "--push_to_hub", "true", "--hub_model_id", repo_id,
-                         "--hub_token", hub_server.token))
+                         "--hub_token", hub_server.token, "--cache_image_features", "true"))
+    assert (tmp_path / "image_features" / "features.bin").is_file()
     files = set(HfApi(token=hub_server.token).list_repo_files(repo_id))
     assert {"model.safetensors", "config.json", "modeling_hf_llava.py", "chat_template.jinja", "README.md"} <= files
+    assert not any(f.startswith("image_features") for f in files)  # the feature cache stays local
     readme = HfApi(token=hub_server.token).hf_hub_download(repo_id, "README.md")
     assert "recipes/sft.py" in Path(readme).read_text()
 

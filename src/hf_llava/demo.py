@@ -1,12 +1,17 @@
 """`hf-llava demo`: the main job, a whole LLaVA in miniature trained on a CPU.
 
-    data -> stage 1 (feature alignment) -> stage 2 (instruction tuning) -> eval (+ blank image) -> chat -> report
+    data -> vision tower (contrastive) -> stage 1 (feature alignment) -> stage 2 (instruction tuning)
+         -> eval (+ blank image) -> chat -> report
 
 Design notes
-- Every step is the public tool a user would run: the synthetic-shapes builder (datasets_scripts/), the training
-  recipe (recipes/sft.py with recipes/shapes-smollm2/{pretrain,finetune}.yaml; the demo only points the recipe's
-  paths into --output-dir), `hf_llava.eval.shapes` and `hf_llava.eval.report`. So the demo needs a checkout of the
+- Every step is the public tool a user would run: the synthetic-shapes builder (datasets_scripts/), the contrastive
+  tower trainer (hf_llava.training.contrastive with recipes/shapes-smollm2/tower.yaml), the training recipe
+  (recipes/sft.py with recipes/shapes-smollm2/{pretrain,finetune}.yaml; the demo only points the recipes' paths into
+  --output-dir), `hf_llava.eval.shapes` and `hf_llava.eval.report`. So the demo needs a checkout of the
   repository (recipes/ and datasets_scripts/ are not part of the wheel).
+- The tower is a small CLIP trained contrastively on the captions first (LLaVA's tower is a pretrained CLIP), then
+  frozen: trained from random init through the frozen LLM in stage 1 instead, it learned a soft prompt that ignores
+  the picture (see recipes/shapes-smollm2/pretrain.yaml).
 - Stage 2 mixes LLaVA-style instruction conversations (sentence answers) with short-answer VQA conversations on the
   training scenes (the `vqa_chat` config: every question type, + "Answer the question using a single word or
   phrase."), as LLaVA-1.5 mixes academic VQA into its 665K set: the held-out evaluation scores short answers by exact
@@ -32,7 +37,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 MARKER = "demo_stage.json"
-STAGES = ("data", "stage1-pretrain", "stage2-finetune", "eval")
+STAGES = ("data", "tower", "stage1-pretrain", "stage2-finetune", "eval")
 RECIPES = Path("recipes") / "shapes-smollm2"
 CHAT_QUESTION = "Describe this image in detail."
 
@@ -42,7 +47,7 @@ class DemoSettings:
     """What the stages' outputs depend on (stored in each stage's marker)."""
 
     quick: bool = False
-    num_images: int = 1000  # training scenes: stage 1 captions all of them
+    num_images: int = 4000  # training scenes (the tower and stage 1 see their captions, stage 2 their questions)
     num_eval_images: int = 50  # held-out scenes, 5 questions each, asked twice (image, blank image)
     image_size: int = 64
     seed: int = 0
@@ -51,6 +56,17 @@ class DemoSettings:
 
 QUICK = dict(quick=True, num_images=16, num_eval_images=2, eval_batch_size=5)
 QUICK_TRAINING = ["--max_steps", "2", "--per_device_train_batch_size", "4", "--logging_steps", "1"]
+QUICK_TOWER = ["--steps", "2", "--batch-size", "4", "--heldout", "2"]
+
+
+def train_tower(recipe: Path, out: Path, data: Path, extra: list[str]) -> dict:
+    """The contrastive tower trainer on the demo's caption rows; returns its summary (steps, losses, retrieval)."""
+    from .training.contrastive import main as contrastive_main
+
+    argv = ["--config", str(recipe), "--data", str(data), "--output-dir", str(out), *extra]
+    print("  python -m hf_llava.training.contrastive " + " ".join(argv))
+    summary = contrastive_main(argv)
+    return {key: value for key, value in summary.items() if key != "seconds"}  # the stage marker times the stage
 
 
 def save_random_clip_tower(out_dir: str | Path, seed: int = 0, **config) -> Path:
@@ -228,16 +244,20 @@ def run_demo(out_dir: str | Path = "outputs/demo", settings: DemoSettings = Demo
     run_stage("data", lambda d: {"splits": build_data(d, settings, root)})
 
     sft = None
-    stage1_extra, stage2_extra = [], []
+    tower = out / "tower"
+    tower_extra, stage1_extra, stage2_extra = [], ["--vision_tower", str(tower)], []
     if settings.quick:
         from .testing import VISION_CONFIGS
 
         llm = out / "tiny-llm"
         if not (llm / "config.json").is_file():
             save_tiny_llm(llm)
-        stage1_extra = ["--llm", str(llm), "--vision_tower_config", json.dumps(VISION_CONFIGS["clip_vision_model"]),
-                        *QUICK_TRAINING]
+        tower_extra = ["--tokenizer", str(llm), "--vision-tower-config",
+                       json.dumps(VISION_CONFIGS["clip_vision_model"]), *QUICK_TOWER]
+        stage1_extra += ["--llm", str(llm), *QUICK_TRAINING]
         stage2_extra = QUICK_TRAINING
+
+    run_stage("tower", lambda d: train_tower(root / RECIPES / "tower.yaml", d, data, tower_extra))
 
     def train_stage(recipe: str, extra: list[str]):
         def work(stage_dir: Path) -> dict:

@@ -1,7 +1,7 @@
 """A CLIP-style vision tower trained from scratch on image-caption rows: LLaVA's tower is a contrastively trained
 CLIP, and the embedded CPU default needs one for synthetic shapes (no downloads).
 
-    python -m hf_llava.training.contrastive --data outputs/demo/data --output-dir outputs/shapes-clip-tower
+    python -m hf_llava.training.contrastive --config recipes/shapes-smollm2/tower.yaml
 
 Design notes
 - transformers' `CLIPModel`: the vision side is the tower being built (any `CLIPVisionConfig`), the text side a
@@ -200,47 +200,63 @@ def _load_rows(path: str, name: str | None, split: str):
     return load_source(DatasetSpec(path=path, name=name, split=split))
 
 
-def main(argv: list[str] | None = None) -> dict:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m hf_llava.training.contrastive",
         description="Train a CLIP vision tower from scratch on image-caption rows (a small text tower over the "
         "tokenizer is trained alongside and discarded). The folder it writes is a `vision_tower` for "
-        "recipes/sft.py.")
-    parser.add_argument("--data", required=True, help="save_to_disk folder, Hub id or LLaVA JSON with caption rows")
+        "recipes/sft.py. Every option can also come from a YAML --config (keys as the options' names, with _).")
+    parser.add_argument("--config", help="YAML recipe with any of the options below (flags override it)")
+    parser.add_argument("--data", help="save_to_disk folder, Hub id or LLaVA JSON with caption rows")
     parser.add_argument("--config-name", default="caption", help="dataset config (default: caption)")
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--vision-config", required=True, help="CLIPVisionConfig fields as JSON, or a YAML recipe "
-                        "whose `vision_tower_config` to use")
-    parser.add_argument("--tokenizer", default="smollm2", help="tokenizer for the captions (default: bundled SmolLM2)")
-    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--split", default="train", help="default: train")
+    parser.add_argument("--vision-tower-config", type=json.loads,
+                        help="CLIPVisionConfig fields (JSON; a mapping in the YAML)")
+    parser.add_argument("--tokenizer", default="smollm2", help="tokenizer for the captions (default: the bundled "
+                        "SmolLM2's)")
+    parser.add_argument("--output-dir")
     defaults = ContrastiveSettings()
-    settings_names = ("steps", "batch_size", "learning_rate", "weight_decay", "warmup_ratio", "heldout", "seed")
-    for name in settings_names:
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(getattr(defaults, name)),
-                            default=getattr(defaults, name), help=f"default {getattr(defaults, name)}")
-    args = parser.parse_args(argv)
+    for name in SETTINGS_OPTIONS:
+        value = getattr(defaults, name)
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value, help=f"default {value}")
+    return parser
 
+
+SETTINGS_OPTIONS = ("steps", "batch_size", "learning_rate", "weight_decay", "warmup_ratio", "heldout", "seed")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = make_parser()
+    known, _ = parser.parse_known_args(argv)
+    if known.config:
+        import yaml
+
+        recipe = yaml.safe_load(Path(known.config).read_text()) or {}
+        options = {action.dest for action in parser._actions}
+        unknown = sorted(set(recipe) - options)
+        if unknown:
+            parser.error(f"{known.config}: unknown keys {unknown}")
+        parser.set_defaults(**recipe)
+    args = parser.parse_args(argv)
+    missing = [name for name in ("data", "vision_tower_config", "output_dir") if getattr(args, name) is None]
+    if missing:
+        parser.error(f"missing {', '.join('--' + m.replace('_', '-') for m in missing)} (flag or --config key)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
     from transformers import AutoTokenizer
 
-    vision_config = _vision_config(args.vision_config)
+    args = parse_args(argv)
     tokenizer_path = args.tokenizer
     if tokenizer_path == "smollm2":
         from ..smollm2 import smollm2_path
         tokenizer_path = smollm2_path()
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
-    settings = ContrastiveSettings(**{k: getattr(args, k) for k in settings_names})
-    summary = train_tower(_load_rows(args.data, args.config_name, args.split), vision_config, tokenizer,
-                          args.output_dir, settings)
+    settings = ContrastiveSettings(**{k: getattr(args, k) for k in SETTINGS_OPTIONS})
+    summary = train_tower(_load_rows(args.data, args.config_name, args.split), args.vision_tower_config,
+                          AutoTokenizer.from_pretrained(tokenizer_path), args.output_dir, settings)
     print(json.dumps(summary, indent=2))
     return summary
-
-
-def _vision_config(value: str) -> dict:
-    if value.endswith((".yaml", ".yml")):
-        import yaml
-
-        return yaml.safe_load(Path(value).read_text())["vision_tower_config"]
-    return json.loads(value)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ..checkpoint import save_checkpoint
 from .arguments import LlavaArguments
+from .feature_cache import CACHE_DIR
 from .model import load_model_and_processor
 
 logger = logging.getLogger(__name__)
@@ -106,6 +107,7 @@ def _push(trainer, folder: Path, training_args) -> None:
     commit = upload_folder(
         repo_id=trainer.hub_model_id, folder_path=folder, token=training_args.hub_token,
         commit_message="End of training (hf-llava recipes/sft.py)",
-        ignore_patterns=["checkpoint-*", "checkpoint-*/**", "runs/**"],
+        # the feature cache is a training-time artefact (hundreds of GB at LLaVA scale), never part of a model repo
+        ignore_patterns=["checkpoint-*", "checkpoint-*/**", "runs/**", f"{CACHE_DIR}/**"],
     )
     logger.info("pushed %s to %s", folder, commit.commit_url)
