@@ -220,7 +220,7 @@ def run_demo(out_dir: str | Path = "outputs/demo", settings: DemoSettings = Demo
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     mode = "QUICK smoke run: tiny random LLM, 2 steps per stage" if settings.quick else \
-        "SmolLM2-135M-Instruct + a CLIP tower trained from scratch"
+        "SmolLM2-135M-Instruct + a CLIP tower trained contrastively from scratch"
     print(f"hf-llava demo: a miniature LLaVA on synthetic shapes ({mode}) -> {out}")
     stages = {name: Stage(out, name, settings, k + 1) for k, name in enumerate(STAGES)}
     infos, reused = {}, set()
@@ -317,10 +317,10 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "demo",
         help="main job: train and evaluate a miniature LLaVA on synthetic shapes (CPU)",
-        description="Build the synthetic-shapes data, train stage 1 (feature alignment) and stage 2 (instruction "
-        "tuning) of SmolLM2-135M-Instruct + a CLIP tower trained from scratch with recipes/shapes-smollm2, evaluate "
-        "on held-out scenes (with and without the image), chat once and write report.md + grid.png. Rerunning "
-        "reuses finished stages.",
+        description="Build the synthetic-shapes data, train a small CLIP vision tower contrastively on its captions, "
+        "then stage 1 (feature alignment) and stage 2 (instruction tuning, LoRA) of that tower + SmolLM2-135M-Instruct "
+        "with recipes/shapes-smollm2, evaluate on held-out scenes (with and without the image), chat once and write "
+        "report.md + grid.png (~28 min on 2 CPU cores). Rerunning reuses finished stages.",
     )
     parser.add_argument("--output-dir", default="outputs/demo", help="everything goes here (default outputs/demo)")
     parser.add_argument("--quick", action="store_true",
