@@ -35,3 +35,10 @@ def read_image(image_root: str | os.PathLike | None, rel_path: str, source: str,
     except (OSError, ValueError, SyntaxError) as e:
         raise BadRecordError(source, record, f"unreadable or corrupt image {full}: {e}", "corrupt image") from None
     return {"path": rel_path, "bytes": data}
+
+
+def to_pil(image) -> Image.Image:
+    """An RGB PIL image from a row's image: a PIL image (datasets' decoded Image feature) or {"bytes": ...}."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    return Image.open(io.BytesIO(image["bytes"])).convert("RGB")

@@ -12,11 +12,11 @@ Design notes
 
 from __future__ import annotations
 
-import io
 import json
 from collections import Counter
 from pathlib import Path
 
+from ..data.images import to_pil
 from ..data.shapes import QUESTION_TYPES, exact_match, normalize_answer
 from .generate import generate_answers
 
@@ -33,8 +33,6 @@ def load_rows(data: str | Path | None = None, num_images: int | None = None, ima
               seed: int = 0) -> list[dict]:
     """The VQA rows (images as RGB PIL images), from a built folder (`OUT`, `OUT/vqa` or a saved split) or, with
     `num_images`, generated in memory (`num_images` held-out scenes x 5 questions)."""
-    from PIL import Image
-
     if (data is None) == (num_images is None):
         raise ValueError("give exactly one of `data` (a synthetic-shapes folder) and `num_images` (generate)")
     if num_images is not None:
@@ -42,7 +40,7 @@ def load_rows(data: str | Path | None = None, num_images: int | None = None, ima
 
         rows = list(shapes.rows("vqa", "test", num_eval_images=num_images, image_size=image_size, seed=seed))
         for row in rows:
-            row["images"] = [Image.open(io.BytesIO(image["bytes"])).convert("RGB") for image in row["images"]]
+            row["images"] = [to_pil(image) for image in row["images"]]
         return rows
     import datasets
 

@@ -21,7 +21,6 @@ Design notes
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import random
@@ -30,8 +29,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torch.nn import functional as F
+
+from ..data.images import to_pil
 
 DEFAULT_TEXT_CONFIG = {"hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 2,
                        "num_attention_heads": 4, "max_position_embeddings": 64}
@@ -65,12 +65,6 @@ def image_caption_pairs(dataset) -> list[tuple[object, str]]:
     return pairs
 
 
-def _pil(image) -> Image.Image:
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    return Image.open(io.BytesIO(image["bytes"])).convert("RGB")
-
-
 def _text_features(model, input_ids, attention_mask):
     hidden = model.text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     last = attention_mask.sum(1) - 1  # each caption ends with EOS; right padding
@@ -98,7 +92,7 @@ class _Batcher:
         self.image_processor, self.tokenizer, self.max_length = image_processor, tokenizer, max_length
 
     def __call__(self, pairs):
-        pixels = self.image_processor([_pil(image) for image, _ in pairs], return_tensors="pt")["pixel_values"]
+        pixels = self.image_processor([to_pil(image) for image, _ in pairs], return_tensors="pt")["pixel_values"]
         ids = [self.tokenizer(text, add_special_tokens=False)["input_ids"][: self.max_length - 1]
                + [self.tokenizer.eos_token_id] for _, text in pairs]
         width = max(map(len, ids))
