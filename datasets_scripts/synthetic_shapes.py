@@ -4,10 +4,9 @@ triangle; 6 colours; small/large; one per cell of a 3x3 grid) rendered as small 
   caption   train: stage-1 rows (brief-description instruction + image -> one of the scene's 5 captions)
   instruct  train: multi-turn conversations about colour, shape, count, position, existence (+ detailed
             description), the offline stand-in for the data engine
-  vqa_chat  train: one conversation per scene asking all five question types, each with "Answer the question
-            using a single word or phrase." and a short answer (LLaVA-1.5's format for academic VQA)
-  vqa       test: held-out scenes, one question per type with a gold short answer (`question`, `answer`,
-            `question_type`); score with hf_llava.data.shapes.exact_match
+  vqa       train/test: one question of each type per scene, one per row, with "Answer the question using a
+            single word or phrase." (LLaVA-1.5's prompt for academic VQA) and a short answer, also in `question`,
+            `answer`, `question_type`; test holds held-out scenes: score with hf_llava.data.shapes.exact_match
   scenes    train/test: COCO-style rows (5 captions, pixel boxes, symbolic context) for the data engine
 
 Example:
@@ -25,7 +24,7 @@ from hf_llava.data.coco import coco_features
 
 @dataclasses.dataclass
 class ShapesConfig(CanonicalConfig):
-    num_images: int = option(2000, "number of train scenes (caption, instruct and scenes/train use the same ones)")
+    num_images: int = option(2000, "number of train scenes (every train split uses the same ones)")
     num_eval_images: int = option(200, "number of held-out scenes (vqa gets 5 questions per scene)")
     image_size: int = option(64, "image side in pixels")
     seed: int = option(0, "random seed; the same seed gives identical datasets")

@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None, callbacks: list | None = None):
         model=model, args=training_args, train_dataset=train_dataset, eval_dataset=eval_dataset,
         data_collator=collator, processing_class=processor, callbacks=callbacks, projector_lr=args.projector_lr,
         group_by_modality_length=args.group_by_modality_length,
+        length_grouping_megabatches=args.length_grouping_megabatches,
         peft_config=lora_config(model, model_args, args.tune_vision_tower) if model_args.use_peft else None,
     )
     trainer.train(resume_from_checkpoint=resume_target(training_args.resume_from_checkpoint))

@@ -101,12 +101,6 @@ def test_rows_of_each_config():
     for r in vqa:
         assert r["messages"][0]["content"][1]["text"] == f"{r['question']}\n{S.SHORT_ANSWER_SUFFIX}"
         assert r["messages"][1]["content"][0]["text"] == r["answer"]
-    chat = S.vqa_chat_row(scene, img)["messages"]
-    # the same five questions and answers as the vqa rows, in a seeded shuffled order, one image on the first turn
-    turns = [(chat[k]["content"][-1]["text"], chat[k + 1]["content"][0]["text"]) for k in range(0, len(chat), 2)]
-    assert sorted(turns) == sorted((r["messages"][0]["content"][1]["text"], r["answer"]) for r in vqa)
-    assert [sum(b["type"] == "image" for b in m["content"]) for m in chat] == [1] + [0] * 9
-    assert S.vqa_chat_row(scene, img) == S.vqa_chat_row(scene, img)
 
 
 def test_builder_writes_every_config_and_coco_files(tmp_path):
@@ -115,12 +109,14 @@ def test_builder_writes_every_config_and_coco_files(tmp_path):
     report = build_to_disk(cls, str(tmp_path / "out"), num_images=12, num_eval_images=4, image_size=48, seed=1,
                            coco_dir=str(coco))
     rows = {f"{c}/{s}": v["rows"] for c, cfg in report["configs"].items() for s, v in cfg["splits"].items()}
-    assert rows == {"caption/train": 12, "instruct/train": 12, "vqa_chat/train": 12, "vqa/test": 20,
+    assert rows == {"caption/train": 12, "instruct/train": 12, "vqa/train": 60, "vqa/test": 20,
                     "scenes/train": 12, "scenes/test": 4}
     vqa = datasets.load_from_disk(str(tmp_path / "out" / "vqa"))["test"]
     assert vqa.column_names == ["id", "images", "messages", "question", "answer", "question_type"]
     assert vqa[0]["images"][0].size == (48, 48)
     assert min(int(i.split("-")[1]) for i in vqa["id"]) == S.HELD_OUT_ID_OFFSET  # held-out scenes only
+    train_ids = {int(i.split("-")[1]) for i in datasets.load_from_disk(str(tmp_path / "out" / "vqa"))["train"]["id"]}
+    assert train_ids == set(range(12))  # the training scenes, never held-out ones
     scenes = datasets.load_from_disk(str(tmp_path / "out" / "scenes"))["train"]
     # the COCO files the data engine reads describe the same scenes as the scenes config
     coco_images = load_coco(coco / "captions_train.json", coco / "instances_train.json")

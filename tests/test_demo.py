@@ -13,8 +13,8 @@ from hf_llava.cli import main as cli_main
 from hf_llava.data.shapes import HELD_OUT_ID_OFFSET, QUESTION_TYPES, SHORT_ANSWER_SUFFIX
 
 STAGE_FILES = {
-    "data": ["caption/dataset_dict.json", "instruct/dataset_dict.json", "vqa_chat/dataset_dict.json",
-             "vqa/dataset_dict.json", "build_report.json"],
+    "data": ["caption/dataset_dict.json", "instruct/dataset_dict.json", "vqa/dataset_dict.json",
+             "build_report.json"],
     "tower": ["model.safetensors", "config.json", "preprocessor_config.json", "contrastive_training.json"],
     "stage1-pretrain": ["model.safetensors", "config.json", "processor_config.json", "modeling_hf_llava.py"],
     "stage2-finetune": ["model.safetensors", "config.json", "chat_template.jinja", "README.md"],
@@ -65,11 +65,12 @@ def test_quick_demo_runs_every_stage_and_writes_the_report(quick_run):
 
 def test_stage2_trains_the_recipes_mixture_on_the_demos_training_scenes(quick_run):
     out, _, _ = quick_run
-    vqa_chat = load_from_disk(str(out / "data" / "vqa_chat"))["train"]
-    assert len(vqa_chat) == 16
-    assert all(int(row["id"].split("-")[1]) < HELD_OUT_ID_OFFSET for row in vqa_chat)  # never held-out scenes
-    questions = [m["content"][-1]["text"] for m in vqa_chat[0]["messages"] if m["role"] == "user"]
-    assert len(questions) == len(QUESTION_TYPES) and all(q.endswith(SHORT_ANSWER_SUFFIX) for q in questions)
+    vqa = load_from_disk(str(out / "data" / "vqa"))
+    assert len(vqa["train"]) == 16 * len(QUESTION_TYPES) and len(vqa["test"]) == 2 * len(QUESTION_TYPES)
+    assert all(int(row["id"].split("-")[1]) < HELD_OUT_ID_OFFSET for row in vqa["train"])  # never held-out scenes
+    for row in vqa["train"]:  # one short-answer question per row (packing leaked answers through the text)
+        assert [m["role"] for m in row["messages"]] == ["user", "assistant"]
+        assert row["messages"][0]["content"][-1]["text"].endswith(SHORT_ANSWER_SUFFIX)
     card = (out / "stage2-finetune" / "README.md").read_text()
     for spec in demo.recipe_datasets(demo.repo_root() / demo.RECIPES / "finetune.yaml", out / "data"):
         assert spec["path"] == str(out / "data") and spec["name"] in card  # the recipe's sources, demo's data

@@ -326,15 +326,39 @@ def test_modality_length_sampler_batches_are_single_modality_and_cover_every_row
     assert spread(batches) < 0.7 * spread([order[k:k + 4] for k in range(0, len(order), 4)])  # length-sorted runs
 
 
+def test_larger_length_pool_keeps_rare_long_rows_together():
+    # a few long conversations among many short VQA rows: with LLaVA's pool (one step's rows) they land in separate
+    # batches and pad them; sorted over 16 steps' rows they share a batch
+    from hf_llava.training.sampler import ModalityLengthGroupedSampler
+
+    lengths = [10] * 60 + [100] * 4
+    random.Random(0).shuffle(lengths)
+
+    def batches(megabatches):
+        sampler = ModalityLengthGroupedSampler(lengths, batch_size=4, megabatches=megabatches)
+        return list(sampler)
+
+    def padded_tokens(batches):
+        return sum(len(batch) * max(lengths[i] for i in batch) for batch in batches)
+
+    pooled, plain = batches(16), batches(1)
+    assert sorted(i for batch in pooled for i in batch) == list(range(len(lengths)))
+    assert sum(any(lengths[i] == 100 for i in batch) for batch in pooled) == 1
+    assert padded_tokens(pooled) == sum(lengths) < padded_tokens(plain)
+    with pytest.raises(ValueError, match="megabatches must be >= 1"):
+        ModalityLengthGroupedSampler(lengths, batch_size=4, megabatches=0)
+
+
 def test_group_by_modality_length_in_the_recipe(parts, stage1, tmp_path):
     from hf_llava.training.sampler import ModalityLengthGroupedSampler
 
     datasets.Dataset.from_list(colour_rows(10) + text_rows(6), features=features()).save_to_disk(str(tmp_path / "d"))
     trainer = sft.main(stage2_args(parts, stage1, tmp_path / "out", "--datasets", str(tmp_path / "d"), "--max_steps",
-                                   "2", "--group_by_modality_length", "true"))
+                                   "2", "--group_by_modality_length", "true", "--length_grouping_megabatches", "3"))
     loader = trainer.get_train_dataloader()
     sampler = getattr(loader.batch_sampler, "batch_sampler", loader.batch_sampler)  # accelerate's wrapper, if any
     assert isinstance(sampler, ModalityLengthGroupedSampler)
+    assert sampler.megabatch == 3 * trainer.args.train_batch_size * trainer.args.gradient_accumulation_steps
     image_token = trainer.processing_class.image_token_id
     rows = 0
     for batch in loader:

@@ -12,8 +12,8 @@ Design notes
 - The tower is a small CLIP trained contrastively on the captions first (LLaVA's tower is a pretrained CLIP), then
   frozen: trained from random init through the frozen LLM in stage 1 instead, it learned a soft prompt that ignores
   the picture (see recipes/shapes-smollm2/pretrain.yaml).
-- Stage 2 mixes LLaVA-style instruction conversations (sentence answers) with short-answer VQA conversations on the
-  training scenes (the `vqa_chat` config: every question type, + "Answer the question using a single word or
+- Stage 2 mixes LLaVA-style instruction conversations (sentence answers) with short-answer VQA on the training
+  scenes (the `vqa` config's train split: every question type, + "Answer the question using a single word or
   phrase."), as LLaVA-1.5 mixes academic VQA into its 665K set: the held-out evaluation scores short answers by exact
   match, and a model that never saw that format answers in sentences. The mixture and the step counts are the
   recipes' (recipes/shapes-smollm2); the demo only points them at its data. Training and held-out scenes come from
@@ -136,11 +136,11 @@ class Stage:
 
 
 def build_data(out: Path, settings: DemoSettings, root: Path) -> dict:
-    """The synthetic-shapes builder's caption (stage 1), instruct + vqa_chat (stage 2) and vqa (held-out) configs."""
+    """The synthetic-shapes builder's caption (stage 1), instruct + vqa train (stage 2) and vqa test (held-out)."""
     from .data.builder import build_to_disk, load_builder_script
 
     builder = load_builder_script(root / "datasets_scripts" / "synthetic_shapes.py").SyntheticShapes
-    report = build_to_disk(builder, str(out), configs=["caption", "instruct", "vqa_chat", "vqa"],
+    report = build_to_disk(builder, str(out), configs=["caption", "instruct", "vqa"],
                            command="hf-llava demo", num_images=settings.num_images,
                            num_eval_images=settings.num_eval_images, image_size=settings.image_size,
                            seed=settings.seed)

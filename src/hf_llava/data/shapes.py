@@ -10,9 +10,13 @@ Design notes
 - Shapes are drawn at 4x and box-downsampled (anti-aliased edges); a few thousand 64 px scenes take seconds.
 - Text: 5 templated captions per scene (COCO-style, with pixel boxes, ready for the data engine), stage-1 caption
   rows, multi-turn instruction conversations (colour, shape, count, position, existence questions with sentence
-  answers, sometimes a detailed description), short-answer conversations on the training scenes (every question
-  type, LLaVA-1.5's format for academic VQA), and a held-out VQA split with gold short answers scored by exact
-  match after `normalize_answer`.
+  answers, sometimes a detailed description), and short-answer VQA (one question per row, LLaVA-1.5's prompt for
+  academic VQA) on the training scenes and, with gold answers scored by exact match after `normalize_answer`, on
+  held-out scenes.
+- VQA rows hold one question each. Packing a scene's five questions into one conversation (as LLaVA-1.5 packs
+  VQAv2) leaks answers through the text on scenes this small: "Where is the orange square?" tells a later "Is there
+  an orange square?" its answer (93% "yes" when both words came earlier, 65% "no" otherwise), and a model trained so
+  answered every held-out, single-question existence query "no".
 """
 
 from __future__ import annotations
@@ -246,7 +250,7 @@ def short_answer_prompt(question: str) -> str:
 
 
 def vqa_rows(scene: Scene, img: dict, seed: int = 0):
-    """One short-answer question per question type."""
+    """One short-answer question per question type, one row each (see the notes on packing)."""
     rng = random.Random(f"{seed}:vqa:{scene.image_id}")
     for qtype in QUESTION_TYPES:
         q = ask(scene, qtype, rng)
@@ -256,24 +260,12 @@ def vqa_rows(scene: Scene, img: dict, seed: int = 0):
                "question": q.question, "answer": q.answer, "question_type": qtype}
 
 
-def vqa_chat_row(scene: Scene, img: dict, seed: int = 0) -> dict:
-    """All five question types about one scene in one conversation (shuffled), short answers: LLaVA-1.5 packs the
-    questions of an academic-VQA image into one multi-turn row the same way. The image comes with the first."""
-    questions = list(vqa_rows(scene, img, seed))
-    random.Random(f"{seed}:vqa_chat:{scene.image_id}").shuffle(questions)
-    messages = []
-    for k, q in enumerate(questions):
-        messages += [user_message(short_answer_prompt(q["question"]), with_image=k == 0),
-                     assistant_message(q["answer"])]
-    return {"id": f"vqa_chat-{scene.image_id}", "images": [img], "messages": messages}
-
-
 def scene_row(scene: Scene, img: dict, seed: int = 0) -> dict:
     return coco_row(to_coco_image(scene), img, pick(BRIEF_DESCRIPTION, scene.image_id, seed))
 
 
 CONFIGS = {  # config -> its splits; held-out scenes feed the "test" splits
-    "caption": ("train",), "instruct": ("train",), "vqa_chat": ("train",), "vqa": ("test",),
+    "caption": ("train",), "instruct": ("train",), "vqa": ("train", "test"),
     "scenes": ("train", "test")}
 
 
@@ -289,8 +281,6 @@ def rows(config: str, split: str, num_images: int = 2000, num_eval_images: int =
             yield caption_row(scene, img, seed)
         elif config == "instruct":
             yield instruct_row(scene, img, seed)
-        elif config == "vqa_chat":
-            yield vqa_chat_row(scene, img, seed)
         elif config == "vqa":
             yield from vqa_rows(scene, img, seed)
         else:

@@ -104,6 +104,11 @@ class LlavaArguments:
         default=False,
         metadata={"help": "batches of only image rows or only text-only rows, of similar lengths (as LLaVA); every "
                           "row still once per epoch"})
+    length_grouping_megabatches: int = field(
+        default=1,
+        metadata={"help": "with group_by_modality_length: how many optimizer steps' worth of rows are sorted by "
+                          "length together (1: LLaVA's pool). Raise it (e.g. 50) when a few long rows are mixed into "
+                          "many short ones, so they share batches instead of padding short rows to their length"})
     skip_bad_samples: bool = field(
         default=False,
         metadata={"help": "skip (and count) samples whose image tokens would be truncated or that have nothing "

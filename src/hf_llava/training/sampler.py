@@ -6,8 +6,11 @@ Design notes
   with images and negative for text-only rows. They are read from `messages` only (images are never decoded), so
   the same code serves rows with `images` and feature-cached rows.
 - Per epoch (seeded by seed + epoch, identical on every rank): each modality is shuffled and cut into megabatches
-  of batch x world_size x grad_accum rows; a megabatch is sorted by length and cut into contiguous micro-batches,
-  grouped in rounds of one micro-batch per rank. The rounds of both modalities are then shuffled together.
+  of batch x world_size x grad_accum x `megabatches` rows; a megabatch is sorted by length and cut into contiguous
+  micro-batches, grouped in rounds of one micro-batch per rank. The rounds of both modalities are then shuffled
+  together. `megabatches=1` is the original's pool; a larger pool (transformers' `group_by_length` sorts up to 50
+  batches together) keeps rare long rows (a few long conversations in a mixture of short VQA rows) out of the short
+  rows' batches, which would otherwise be padded to their length.
   A modality's last, partial megabatch is cut into as many near-equal micro-batches as full ones would need (a
   multiple of world_size), so every row is used exactly once per epoch and no micro-batch mixes modalities. (The
   original instead merged both modalities' leftovers into one mixed batch.) Only where a leftover has fewer rows
@@ -40,13 +43,15 @@ class ModalityLengthGroupedSampler(BatchRebalanceSampler):
     """Yields this rank's micro-batches (lists of row indices), each of one modality and of similar lengths."""
 
     def __init__(self, lengths: list[int], batch_size: int, world_size: int = 1, rank: int = 0, grad_accum: int = 1,
-                 seed: int = 0):
+                 seed: int = 0, megabatches: int = 1):
         Sampler.__init__(self)  # BatchRebalanceSampler is only the Trainer's marker for a rank-aware batch sampler
         if any(length == 0 for length in lengths):
             raise ValueError("modality lengths must be non-zero (positive: with images, negative: text-only)")
         self.lengths = list(lengths)
         self.batch_size, self.world_size, self.rank, self.seed = batch_size, world_size, rank, seed
-        self.megabatch = batch_size * world_size * grad_accum
+        if megabatches < 1:
+            raise ValueError(f"megabatches must be >= 1, got {megabatches}")
+        self.megabatch = batch_size * world_size * grad_accum * megabatches
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:

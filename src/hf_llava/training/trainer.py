@@ -29,9 +29,11 @@ from .sampler import ModalityLengthGroupedSampler, modality_lengths
 
 
 class LlavaSFTTrainer(SFTTrainer):
-    def __init__(self, *args, projector_lr: float | None = None, group_by_modality_length: bool = False, **kwargs):
+    def __init__(self, *args, projector_lr: float | None = None, group_by_modality_length: bool = False,
+                 length_grouping_megabatches: int = 1, **kwargs):
         self.projector_lr = projector_lr
         self.group_by_modality_length = group_by_modality_length
+        self.length_grouping_megabatches = length_grouping_megabatches
         super().__init__(*args, **kwargs)
         if getattr(self.model, "is_loaded_in_4bit", False):
             for name, param in self.model.named_parameters():
@@ -61,6 +63,7 @@ class LlavaSFTTrainer(SFTTrainer):
             modality_lengths(dataset, self.processing_class.image_seq_length), batch_size=self.args.train_batch_size,
             world_size=max(1, self.args.world_size), rank=self.args.process_index,
             grad_accum=self.args.gradient_accumulation_steps, seed=self.args.seed,
+            megabatches=self.length_grouping_megabatches,
         )
 
     def create_optimizer(self, model=None):
