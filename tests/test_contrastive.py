@@ -10,7 +10,8 @@ from transformers import CLIPImageProcessorPil, CLIPVisionModel
 
 from hf_llava.data import shapes
 from hf_llava.testing import VISION_CONFIGS, tiny_tokenizer
-from hf_llava.training.contrastive import ContrastiveSettings, image_caption_pairs, main, train_tower
+from hf_llava.training.contrastive import (ContrastiveSettings, image_caption_pairs, main,
+                                           sincos_position_embeddings, train_tower)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_checkpoints import save_llama  # noqa: E402
@@ -46,6 +47,24 @@ def test_learns_to_match_images_and_captions(tmp_path):
     assert saved["summary"] == summary and saved["settings"]["steps"] == 60
 
 
+def test_sincos_positions_start_the_towers_position_embeddings(tmp_path):
+    # a 3x3 patch grid: a zero row for the class token, then nine distinct rows; cells in one grid row share the
+    # row half of the table and differ in the column half
+    table = sincos_position_embeddings(3, 16)
+    assert table.shape == (10, 16) and not table[0].any()
+    assert len({tuple(row.tolist()) for row in table[1:]}) == 9
+    assert torch.equal(table[1, :8], table[2, :8]) and not torch.equal(table[1, 8:], table[2, 8:])
+    config = VISION_CONFIGS["clip_vision_model"]
+    grid = config["image_size"] // config["patch_size"]
+    for sincos in (True, False):  # learning rate 0: the saved tower holds its initial position embeddings
+        settings = ContrastiveSettings(steps=1, batch_size=4, learning_rate=0.0, heldout=2, text_config=TINY_TEXT,
+                                       projection_dim=16, sincos_positions=sincos)
+        train_tower(caption_rows(12), config, tiny_tokenizer(), tmp_path / str(sincos), settings)
+        state = CLIPVisionModel.from_pretrained(tmp_path / str(sincos)).state_dict()
+        saved = next(value for key, value in state.items() if key.endswith("position_embedding.weight"))
+        assert torch.equal(saved, sincos_position_embeddings(grid, config["hidden_size"])) is sincos
+
+
 def test_rows_without_caption_are_refused():
     row = caption_rows(1)[0]
     pairs = image_caption_pairs([row])
@@ -62,7 +81,8 @@ def test_cli_trains_a_tower_usable_by_the_recipe(tmp_path):
     Dataset.from_list(caption_rows(12)).save_to_disk(tmp_path / "data" / "caption")
     tok_dir = tmp_path / "tok"
     tiny_tokenizer().save_pretrained(tok_dir)
-    summary = main(["--data", str(tmp_path / "data"), "--vision-tower-config", json.dumps(VISION_CONFIGS["clip_vision_model"]),
+    vision_config = json.dumps(VISION_CONFIGS["clip_vision_model"])
+    summary = main(["--data", str(tmp_path / "data"), "--vision-tower-config", vision_config,
                     "--tokenizer", str(tok_dir), "--output-dir", str(tmp_path / "tower"), "--steps", "2",
                     "--batch-size", "4", "--heldout", "2"])
     assert summary["steps"] == 2 and summary["rows"] == 10

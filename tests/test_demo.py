@@ -50,8 +50,8 @@ def test_quick_demo_runs_every_stage_and_writes_the_report(quick_run):
     # stage 1 composed its model from the demo's own contrastive tower, and kept it frozen
     tower = load_file(out / "tower" / "model.safetensors")["embeddings.patch_embedding.weight"]
     stage1 = load_file(out / "stage1-pretrain" / "model.safetensors")
-    assert torch.equal(next(v for k, v in stage1.items() if k.endswith("vision_tower.embeddings.patch_embedding.weight")),
-                       tower)
+    stage1_patches = next(v for k, v in stage1.items() if k.endswith("vision_tower.embeddings.patch_embedding.weight"))
+    assert torch.equal(stage1_patches, tower)
     records = [json.loads(line) for line in (out / "eval" / "predictions.jsonl").read_text().splitlines()]
     assert len(records) == 2 * len(QUESTION_TYPES) and all("blank_prediction" in r for r in records)
     report = (out / "report.md").read_text()

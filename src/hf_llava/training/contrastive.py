@@ -15,6 +15,11 @@ Design notes
   shuffled images, where a tower trained through the LLM from random init learned 0.02 (a soft prompt).
 - Stability: the loss sat at ln(batch) (no learning) at lr 3e-3 on tiny configs; the defaults warm up over 10% of
   the steps, clip gradients at 1, decay only weight matrices, and clamp the learned temperature at CLIP's 100.
+- Positions: LLaVA reads the patch tokens, so each must say where it is. From CLIP's 0.02-std init the learned
+  position embeddings stayed tiny next to the patch content (a linear probe read an occupied patch's grid cell at
+  18% on the demo's tower, chance 11%), and the LLM could not answer "where"; they now start as MAE's 2D sine-cosine
+  table (still learned): 66%, with colour 100% and shape 96% (was 92%). Mean-pooling the patches instead of the
+  class token (13%) or adding each image with its patches shuffled as a hard negative (18%) did not help.
 - The saved folder is a `CLIPVisionModel` + `CLIPImageProcessor`, loadable as any `vision_tower`.
 """
 
@@ -48,6 +53,7 @@ class ContrastiveSettings:
     projection_dim: int = 128
     heldout: int = 200  # rows kept out of training to measure image-to-text retrieval
     seed: int = 0
+    sincos_positions: bool = True  # start the tower's position embeddings as 2D sine-cosine (see the notes)
     text_config: dict = field(default_factory=lambda: dict(DEFAULT_TEXT_CONFIG))
 
 
@@ -63,6 +69,22 @@ def image_caption_pairs(dataset) -> list[tuple[object, str]]:
         text = " ".join(part.get("text") or "" for part in answers[-1]["content"] if part.get("type") == "text")
         pairs.append((images[0], text.strip()))
     return pairs
+
+
+def sincos_position_embeddings(grid: int, dim: int) -> torch.Tensor:
+    """MAE's 2D sine-cosine position embeddings for a grid x grid patch map, row-major as CLIP flattens its
+    patches, after a zero row for the class token: (1 + grid**2, dim)."""
+    quarter = dim // 4
+    frequencies = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float) / max(quarter, 1))
+    rows, cols = torch.meshgrid(torch.arange(grid, dtype=torch.float), torch.arange(grid, dtype=torch.float),
+                                indexing="ij")
+
+    def encode(coordinate):
+        angles = coordinate.flatten()[:, None] * frequencies[None]
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    table = F.pad(torch.cat([encode(rows), encode(cols)], dim=1), (0, dim - 4 * quarter))
+    return torch.cat([torch.zeros(1, dim), table])
 
 
 def _text_features(model, input_ids, attention_mask):
@@ -139,7 +161,12 @@ def train_tower(dataset, vision_config: dict, tokenizer, output_dir: str | Path,
                    "pad_token_id": tokenizer.eos_token_id, "bos_token_id": tokenizer.eos_token_id}
     model = CLIPModel(CLIPConfig(text_config=text_config, vision_config=vision_config,
                                  projection_dim=settings.projection_dim))
-    size = model.config.vision_config.image_size
+    vision_config = model.config.vision_config
+    if settings.sincos_positions:
+        with torch.no_grad():
+            model.vision_model.embeddings.position_embedding.weight.copy_(sincos_position_embeddings(
+                vision_config.image_size // vision_config.patch_size, vision_config.hidden_size))
+    size = vision_config.image_size
     image_processor = CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
     batcher = _Batcher(image_processor, tokenizer, text_config["max_position_embeddings"])
 
@@ -194,6 +221,14 @@ def _load_rows(path: str, name: str | None, split: str):
     return load_source(DatasetSpec(path=path, name=name, split=split))
 
 
+def _flag(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m hf_llava.training.contrastive",
@@ -212,11 +247,13 @@ def make_parser() -> argparse.ArgumentParser:
     defaults = ContrastiveSettings()
     for name in SETTINGS_OPTIONS:
         value = getattr(defaults, name)
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value, help=f"default {value}")
+        kind = _flag if isinstance(value, bool) else type(value)
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=value, help=f"default {value}")
     return parser
 
 
-SETTINGS_OPTIONS = ("steps", "batch_size", "learning_rate", "weight_decay", "warmup_ratio", "heldout", "seed")
+SETTINGS_OPTIONS = ("steps", "batch_size", "learning_rate", "weight_decay", "warmup_ratio", "heldout", "seed",
+                    "sincos_positions")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
