@@ -107,6 +107,8 @@ def test_tower_recipe_parses_and_feeds_stage_1():
     args = parse_args(["--config", str(TOWER_RECIPE), "--steps", "7"])
     assert args.steps == 7 and args.batch_size == 128  # flags override the YAML, the YAML the defaults
     assert args.vision_tower_config["image_size"] // args.vision_tower_config["patch_size"] == 3  # the 3x3 grid
+    assert args.sincos_positions is True  # YAML booleans reach the settings (off by default)
+    assert parse_args(["--config", str(TOWER_RECIPE), "--sincos-positions", "false"]).sincos_positions is False
     assert "python -m hf_llava.training.contrastive --config recipes/shapes-smollm2/tower.yaml" in \
         TOWER_RECIPE.read_text()
     stage1, _, _ = parse(RECIPES / "shapes-smollm2" / "pretrain.yaml")
