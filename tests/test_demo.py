@@ -90,6 +90,25 @@ def test_rerun_reuses_finished_stages_and_redoes_an_unfinished_one(quick_run, mo
     assert {k: after[k] for k in STAGE_FILES if k != "eval"} == {k: before[k] for k in STAGE_FILES if k != "eval"}
 
 
+def test_an_edited_recipe_redoes_its_stage_and_every_later_one(quick_run, monkeypatch, capsys, tmp_path):
+    out, _, _ = quick_run
+    before = markers(out)
+    edit = tmp_path / "finetune-edit.yaml"  # stands for a changed finetune.yaml (the real one stays untouched)
+    edit.write_text("max_steps: 3\n")
+    sources = demo.stage_sources
+    monkeypatch.setattr(demo, "stage_sources", lambda root: {**sources(root), "stage2-finetune": [
+        *sources(root)["stage2-finetune"], edit]})
+    assert cli_main(["demo", "--quick", "--output-dir", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    for name in ("data", "tower", "stage1-pretrain"):
+        assert f"{name}: finished earlier, reusing" in stdout
+    assert "stage2-finetune: made from another recipe, data builder or earlier stage; redoing it" in stdout
+    after = markers(out)
+    assert after["stage2-finetune"]["inputs"] != before["stage2-finetune"]["inputs"]
+    assert after["eval"]["inputs"] != before["eval"]["inputs"]  # its input, stage 2, was redone: so was the eval
+    assert "[5/5] eval: done" in stdout
+
+
 def test_finished_stages_made_with_other_settings_are_refused(quick_run, capsys):
     out, _, _ = quick_run
     assert cli_main(["demo", "--quick", "--num-images", "8", "--output-dir", str(out)]) == 2

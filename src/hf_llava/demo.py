@@ -19,8 +19,11 @@ Design notes
   recipes' (recipes/shapes-smollm2); the demo only points them at its data. Training and held-out scenes come from
   different random streams.
 - Resumable per stage: each stage works in its own folder under --output-dir and writes `demo_stage.json`
-  (settings, seconds, summary) last. A folder with that file is reused as is; one without it is an interrupted
-  stage and is cleared and redone; a finished stage made with other settings is an error (never silently mixed).
+  (settings, inputs, seconds, summary) last. A folder with that file is reused as is; one without it is an
+  interrupted stage and is cleared and redone; a finished stage made with other settings is an error (never
+  silently mixed). `inputs` fingerprints what the stage was made from: its recipe or data-builder files and the
+  previous stage's marker. So an edited recipe (or a newer hf-llava's data builder) redoes that stage and every
+  later one, and a redone stage redoes the ones after it, instead of reusing results made from something else.
 - `--quick` runs the same pipeline with a tiny random LLM and tower (hf_llava.testing sizes) for a few steps: the
   CI smoke test. The numbers it prints are meaningless; the full run's are the README's.
 """
@@ -28,6 +31,7 @@ Design notes
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import json
 import shutil
@@ -52,6 +56,25 @@ class DemoSettings:
     image_size: int = 64
     seed: int = 0
     eval_batch_size: int = 32
+
+
+def stage_sources(root: Path) -> dict[str, list[Path]]:
+    """The files each stage is made from (besides the previous stage), fingerprinted in its marker."""
+    from .data import instructions, shapes
+
+    recipes = root / RECIPES
+    return {"data": [root / "datasets_scripts" / "synthetic_shapes.py", Path(shapes.__file__),
+                     Path(instructions.__file__)],
+            "tower": [recipes / "tower.yaml"], "stage1-pretrain": [recipes / "pretrain.yaml"],
+            "stage2-finetune": [recipes / "finetune.yaml"], "eval": []}
+
+
+def fingerprint(files: list[Path], previous: dict | None) -> str:
+    """sha256 of the files' bytes and the previous stage's marker."""
+    digest = hashlib.sha256(json.dumps(previous, sort_keys=True).encode())
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 QUICK = dict(quick=True, num_images=16, num_eval_images=2, eval_batch_size=5)
@@ -114,8 +137,9 @@ class Stage:
     def marker(self) -> Path:
         return self.dir / MARKER
 
-    def finished(self) -> dict | None:
-        """The marker of a finished stage made with these settings; None when the stage must (re)run."""
+    def finished(self, inputs: str) -> dict | None:
+        """The marker of a finished stage made with these settings from these `inputs` (a fingerprint); None when
+        the stage must (re)run."""
         if not self.marker.is_file():
             if self.dir.exists():
                 print(f"[{self.number}/{len(STAGES)}] {self.name}: clearing an unfinished earlier attempt")
@@ -127,10 +151,16 @@ class Stage:
                 f"{self.dir} was made with other settings ({info['settings']}, now {asdict(self.settings)}); use "
                 "another --output-dir or delete that folder"
             )
+        if info.get("inputs") != inputs:
+            print(f"[{self.number}/{len(STAGES)}] {self.name}: made from another recipe, data builder or earlier "
+                  "stage; redoing it")
+            shutil.rmtree(self.dir)
+            return None
         return info
 
-    def finish(self, seconds: float, **summary) -> dict:
-        info = {"stage": self.name, "settings": asdict(self.settings), "seconds": round(seconds, 1), **summary}
+    def finish(self, seconds: float, inputs: str, **summary) -> dict:
+        info = {"stage": self.name, "settings": asdict(self.settings), "inputs": inputs, "seconds": round(seconds, 1),
+                **summary}
         self.marker.write_text(json.dumps(info, indent=2) + "\n")
         return info
 
@@ -223,11 +253,13 @@ def run_demo(out_dir: str | Path = "outputs/demo", settings: DemoSettings = Demo
         "SmolLM2-135M-Instruct + a CLIP tower trained contrastively from scratch"
     print(f"hf-llava demo: a miniature LLaVA on synthetic shapes ({mode}) -> {out}")
     stages = {name: Stage(out, name, settings, k + 1) for k, name in enumerate(STAGES)}
+    sources = stage_sources(root)
     infos, reused = {}, set()
 
     def run_stage(name: str, work) -> dict:
         stage = stages[name]
-        info = stage.finished()
+        inputs = fingerprint(sources[name], infos[STAGES[stage.number - 2]] if stage.number > 1 else None)
+        info = stage.finished(inputs)
         if info is not None:
             print(f"[{stage.number}/{len(STAGES)}] {name}: finished earlier, reusing {stage.dir}")
             reused.add(name)
@@ -235,7 +267,7 @@ def run_demo(out_dir: str | Path = "outputs/demo", settings: DemoSettings = Demo
             print(f"[{stage.number}/{len(STAGES)}] {name} ...")
             start = time.perf_counter()
             summary = work(stage.dir)
-            info = stage.finish(time.perf_counter() - start, **summary)
+            info = stage.finish(time.perf_counter() - start, inputs, **summary)
             print(f"[{stage.number}/{len(STAGES)}] {name}: done in {info['seconds']:.0f} s")
         infos[name] = info
         return info
