@@ -258,7 +258,7 @@ def run_demo(out_dir: str | Path = "outputs/demo", settings: DemoSettings = Demo
 
     def run_stage(name: str, work) -> dict:
         stage = stages[name]
-        inputs = fingerprint(sources[name], infos[STAGES[stage.number - 2]] if stage.number > 1 else None)
+        inputs = fingerprint(sources[name], next(reversed(infos.values()), None))  # infos: earlier stages, in order
         info = stage.finished(inputs)
         if info is not None:
             print(f"[{stage.number}/{len(STAGES)}] {name}: finished earlier, reusing {stage.dir}")

@@ -223,15 +223,9 @@ def _load_rows(path: str, name: str | None, split: str):
     return load_source(DatasetSpec(path=path, name=name, split=split))
 
 
-def _flag(text: str) -> bool:
-    if text.lower() in ("true", "1", "yes"):
-        return True
-    if text.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
 def make_parser() -> argparse.ArgumentParser:
+    from transformers.hf_argparser import string_to_bool
+
     parser = argparse.ArgumentParser(
         prog="python -m hf_llava.training.contrastive",
         description="Train a CLIP vision tower from scratch on image-caption rows (a small text tower over the "
@@ -249,7 +243,7 @@ def make_parser() -> argparse.ArgumentParser:
     defaults = ContrastiveSettings()
     for name in SETTINGS_OPTIONS:
         value = getattr(defaults, name)
-        kind = _flag if isinstance(value, bool) else type(value)
+        kind = string_to_bool if isinstance(value, bool) else type(value)
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=value, help=f"default {value}")
     return parser
 
