@@ -1,4 +1,5 @@
-"""`hf-llava eval BENCHMARK`: one sub-subcommand per benchmark (shapes now; llava-bench and scienceqa later).
+"""`hf-llava eval BENCHMARK`: one sub-subcommand per benchmark (shapes now; llava-bench and scienceqa later), plus
+`probe`: linear probes at the answer position of the shapes questions (what a model knows but does not say).
 
 Heavy imports (torch, transformers, datasets) stay inside the functions so `hf-llava --help` stays fast.
 """
@@ -21,8 +22,30 @@ def run_shapes(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_probe(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from .generate import load_model
+    from .probe import first_per_type, markdown_table, probe
+    from .shapes import load_rows
+
+    test_rows = load_rows(args.data)
+    train_rows = first_per_type(load_rows(args.data, split="train"), args.train_questions)
+    model, processor = load_model(args.model)
+    result = probe(model, processor, train_rows, test_rows, args.layers, args.batch_size, args.blank_image)
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "probe.json").write_text(json.dumps({"model": args.model, "probes": result}, indent=2) + "\n")
+    table = markdown_table(result)
+    (output_dir / "probe.md").write_text(table + "\n")
+    print(table)
+    print(f"\nwritten to {output_dir}/: probe.json (accuracy per type and layer), probe.md")
+    return 0
+
+
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("eval", help="evaluate a checkpoint (shapes VQA)",
+    parser = subparsers.add_parser("eval", help="evaluate a checkpoint (shapes VQA, answer-position probes)",
                                    description="Evaluate a hf_llava checkpoint on a benchmark.")
     benchmarks = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
     shapes = benchmarks.add_parser(
@@ -46,3 +69,27 @@ def add_parser(subparsers) -> None:
     shapes.add_argument("--batch-size", type=int, default=16)
     shapes.add_argument("--max-new-tokens", type=int, default=10)
     shapes.set_defaults(func=run_shapes)
+
+    probe = benchmarks.add_parser(
+        "probe", help="linear probes at the answer position: does the model know answers it does not give?",
+        description="Fit a logistic-regression probe per question type and layer on the hidden state where a "
+        "checkpoint starts its answer (training-scene questions of the synthetic-shapes vqa config) and score it on "
+        "the held-out questions. A probe well above the generated answers' accuracy (hf-llava eval shapes) means the "
+        "model has the information but has not learned to say it. Writes probe.json and probe.md to --output-dir.",
+    )
+    probe.add_argument("--model", required=True, help="hf_llava checkpoint folder or Hub id")
+    probe.add_argument("--data", required=True,
+                       help="a datasets_scripts/synthetic_shapes.py output folder with the vqa config's train and "
+                            "test splits (e.g. outputs/demo/data)")
+    probe.add_argument("--train-questions", type=int, default=1000,
+                       help="training questions per type to fit each probe on (default 1000; SmolLM2 runs "
+                            "~15 questions/s on 2 CPU cores, so the demo's 5 types take ~6 min, twice with "
+                            "--blank-image)")
+    probe.add_argument("--layers", type=int, nargs="+", default=None,
+                       help="hidden-state layers to probe, 0 = embeddings (default: every 4th and the last)")
+    probe.add_argument("--blank-image", action="store_true",
+                       help="also probe with blank (mean-grey) images: a probe that still beats chance reads the "
+                            "question text, not the picture")
+    probe.add_argument("--output-dir", default="outputs/eval-probe", help="default: outputs/eval-probe")
+    probe.add_argument("--batch-size", type=int, default=16)
+    probe.set_defaults(func=run_probe)

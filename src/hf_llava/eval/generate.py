@@ -31,6 +31,21 @@ def blank_image(image: Image.Image, processor) -> Image.Image:
     return Image.new("RGB", image.size, tuple(round(255 * m) for m in mean))
 
 
+def prompt_inputs(model, processor, rows, blank_images: bool = False):
+    """The left-padded model inputs that ask `rows` their questions (images replaced by `blank_image` when asked)."""
+    images = [[blank_image(im, processor) if blank_images else im for im in row["images"]] for row in rows]
+    processor_kwargs = {"padding": True, "padding_side": "left"}
+    if any(images):
+        processor_kwargs["images"] = images
+    inputs = processor.apply_chat_template(
+        [prompt_messages(row["messages"]) for row in rows], add_generation_prompt=True, tokenize=True,
+        return_dict=True, return_tensors="pt", processor_kwargs=processor_kwargs,
+    ).to(model.device)
+    if "pixel_values" in inputs:
+        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    return inputs
+
+
 def generate_answers(model, processor, rows, batch_size: int = 16, max_new_tokens: int = 16,
                      blank_images: bool = False, desc: str = "generating") -> list[str]:
     """Greedy answers (stripped text) for `rows`, in order, `batch_size` prompts at a time, with a progress bar.
@@ -52,17 +67,7 @@ def generate_answers(model, processor, rows, batch_size: int = 16, max_new_token
         with torch.inference_mode(), tqdm(total=len(rows), desc=desc, unit="q") as bar:
             for start in range(0, len(rows), batch_size):
                 batch = rows[start:start + batch_size]
-                images = [[blank_image(im, processor) if blank_images else im for im in row["images"]]
-                          for row in batch]
-                processor_kwargs = {"padding": True, "padding_side": "left"}
-                if any(images):
-                    processor_kwargs["images"] = images
-                inputs = processor.apply_chat_template(
-                    [prompt_messages(row["messages"]) for row in batch], add_generation_prompt=True, tokenize=True,
-                    return_dict=True, return_tensors="pt", processor_kwargs=processor_kwargs,
-                ).to(model.device)
-                if "pixel_values" in inputs:
-                    inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+                inputs = prompt_inputs(model, processor, batch, blank_images)
                 output = model.generate(**inputs, **greedy)
                 answers += [a.strip() for a in processor.decode_generated(output, inputs["input_ids"].shape[1])]
                 bar.update(len(batch))

@@ -30,12 +30,15 @@ def _saved_dataset(folder: Path) -> bool:
 
 
 def load_rows(data: str | Path | None = None, num_images: int | None = None, image_size: int = 64,
-              seed: int = 0) -> list[dict]:
+              seed: int = 0, split: str = "test") -> list[dict]:
     """The VQA rows (images as RGB PIL images), from a built folder (`OUT`, `OUT/vqa` or a saved split) or, with
-    `num_images`, generated in memory (`num_images` held-out scenes x 5 questions)."""
+    `num_images`, generated in memory (`num_images` held-out scenes x 5 questions). `split="train"` reads the
+    training scenes' questions of a built folder instead."""
     if (data is None) == (num_images is None):
         raise ValueError("give exactly one of `data` (a synthetic-shapes folder) and `num_images` (generate)")
     if num_images is not None:
+        if split != "test":
+            raise ValueError(f"generated rows are held-out scenes only; read split {split!r} from a built folder")
         from ..data import shapes
 
         rows = list(shapes.rows("vqa", "test", num_eval_images=num_images, image_size=image_size, seed=seed))
@@ -50,9 +53,9 @@ def load_rows(data: str | Path | None = None, num_images: int | None = None, ima
                                 "datasets_scripts/synthetic_shapes.py, or its vqa/ folder)")
     dataset = datasets.load_from_disk(str(folder))
     if isinstance(dataset, datasets.DatasetDict):
-        if "test" not in dataset:
-            raise ValueError(f"{folder} has no 'test' split (it has {list(dataset)}): is it the vqa config?")
-        dataset = dataset["test"]
+        if split not in dataset:
+            raise ValueError(f"{folder} has no {split!r} split (it has {list(dataset)}): is it the vqa config?")
+        dataset = dataset[split]
     missing = [column for column in VQA_COLUMNS if column not in dataset.column_names]
     if missing:
         raise ValueError(f"{folder} lacks the VQA column(s) {missing} (it has {dataset.column_names}): "
