@@ -83,7 +83,7 @@ def add_parser(subparsers) -> None:
                             "test splits (e.g. outputs/demo/data)")
     probe.add_argument("--train-questions", type=int, default=1000,
                        help="training questions per type to fit each probe on (default 1000; SmolLM2 runs "
-                            "~15 questions/s on 2 CPU cores, so the demo's 5 types take ~6 min, twice with "
+                            "~12 questions/s on 2 CPU cores: the demo's 5 types take ~8 min, twice with "
                             "--blank-image)")
     probe.add_argument("--layers", type=int, nargs="+", default=None,
                        help="hidden-state layers to probe, 0 = embeddings (default: every 4th and the last)")

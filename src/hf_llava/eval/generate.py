@@ -46,34 +46,44 @@ def prompt_inputs(model, processor, rows, blank_images: bool = False):
     return inputs
 
 
-def generate_answers(model, processor, rows, batch_size: int = 16, max_new_tokens: int = 16,
-                     blank_images: bool = False, desc: str = "generating") -> list[str]:
-    """Greedy answers (stripped text) for `rows`, in order, `batch_size` prompts at a time, with a progress bar.
-
-    `blank_images=True` replaces every image by `blank_image` (same size, mean grey)."""
+def map_prompt_batches(model, processor, rows, fn, batch_size: int = 16, blank_images: bool = False,
+                       desc: str = "generating") -> list:
+    """`fn(inputs)` (a list, one item per row) for each left-padded prompt batch of `rows`, concatenated in order;
+    in eval mode and `torch.inference_mode`, with a progress bar. Shared by generation and the probes."""
     import torch
     from tqdm.auto import tqdm
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     rows = list(rows)
-    answers: list[str] = []
-    pad_token_id = processor.tokenizer.pad_token_id
-    greedy = dict(do_sample=False, temperature=None, top_p=None, top_k=None, max_new_tokens=max_new_tokens,
-                  pad_token_id=pad_token_id if pad_token_id is not None else processor.tokenizer.eos_token_id)
+    results = []
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode(), tqdm(total=len(rows), desc=desc, unit="q") as bar:
             for start in range(0, len(rows), batch_size):
                 batch = rows[start:start + batch_size]
-                inputs = prompt_inputs(model, processor, batch, blank_images)
-                output = model.generate(**inputs, **greedy)
-                answers += [a.strip() for a in processor.decode_generated(output, inputs["input_ids"].shape[1])]
+                results += fn(prompt_inputs(model, processor, batch, blank_images))
                 bar.update(len(batch))
     finally:
         model.train(was_training)
-    return answers
+    return results
+
+
+def generate_answers(model, processor, rows, batch_size: int = 16, max_new_tokens: int = 16,
+                     blank_images: bool = False, desc: str = "generating") -> list[str]:
+    """Greedy answers (stripped text) for `rows`, in order, `batch_size` prompts at a time, with a progress bar.
+
+    `blank_images=True` replaces every image by `blank_image` (same size, mean grey)."""
+    pad_token_id = processor.tokenizer.pad_token_id
+    greedy = dict(do_sample=False, temperature=None, top_p=None, top_k=None, max_new_tokens=max_new_tokens,
+                  pad_token_id=pad_token_id if pad_token_id is not None else processor.tokenizer.eos_token_id)
+
+    def answer(inputs):
+        output = model.generate(**inputs, **greedy)
+        return [a.strip() for a in processor.decode_generated(output, inputs["input_ids"].shape[1])]
+
+    return map_prompt_batches(model, processor, rows, answer, batch_size, blank_images, desc)
 
 
 def load_model(path: str, dtype: str = "float32"):

@@ -24,24 +24,14 @@ def answer_states(model, processor, rows, layers: list[int], batch_size: int = 1
                   desc: str = "hidden states"):
     """Tensor [rows, len(layers), hidden]: each row's hidden state at its last prompt position, per layer."""
     import torch
-    from tqdm.auto import tqdm
 
-    from .generate import prompt_inputs
+    from .generate import map_prompt_batches
 
-    states = []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode(), tqdm(total=len(rows), desc=desc, unit="q") as bar:
-            for start in range(0, len(rows), batch_size):
-                batch = rows[start:start + batch_size]
-                hidden = model(**prompt_inputs(model, processor, batch, blank_images), use_cache=False,
-                               output_hidden_states=True).hidden_states
-                states.append(torch.stack([hidden[layer][:, -1] for layer in layers], 1).float())
-                bar.update(len(batch))
-    finally:
-        model.train(was_training)
-    return torch.cat(states)
+    def last_position(inputs):
+        hidden = model(**inputs, use_cache=False, output_hidden_states=True).hidden_states
+        return list(torch.stack([hidden[layer][:, -1] for layer in layers], 1).float())
+
+    return torch.stack(map_prompt_batches(model, processor, rows, last_position, batch_size, blank_images, desc))
 
 
 def probe_accuracy(train_x, train_labels: list[str], test_x, test_labels: list[str], l2: float = DEFAULT_L2) -> float:
