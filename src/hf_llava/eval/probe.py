@@ -63,14 +63,14 @@ def probe(model, processor, train_rows, test_rows, layers: list[int] | None = No
           blank_image: bool = False) -> dict:
     """{question type: {"layers": {layer: accuracy}, "blank": {layer: accuracy} (with `blank_image`),
     "chance": majority-answer accuracy, "train": rows, "test": rows}} for every type in `test_rows`."""
-    from .shapes import _types
+    from .shapes import question_types
 
     num_layers = model.config.text_config.num_hidden_layers
     layers = sorted(set(layers)) if layers else default_layers(num_layers)
     if not all(0 <= layer <= num_layers for layer in layers):
         raise ValueError(f"layers must lie in 0..{num_layers} (0 = embeddings), got {layers}")
     result = {}
-    for qtype in _types(test_rows):
+    for qtype in question_types(test_rows):
         train = [row for row in train_rows if row["question_type"] == qtype]
         test = [row for row in test_rows if row["question_type"] == qtype]
         if not train:

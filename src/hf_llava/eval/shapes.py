@@ -66,7 +66,8 @@ def load_rows(data: str | Path | None = None, num_images: int | None = None, ima
     return rows
 
 
-def _types(rows) -> list[str]:
+def question_types(rows) -> list[str]:
+    """The question types present in `rows`: the shapes types in their usual order, then any others, sorted."""
     present = {row["question_type"] for row in rows}
     return [t for t in QUESTION_TYPES if t in present] + sorted(present - set(QUESTION_TYPES))
 
@@ -83,7 +84,7 @@ def score(rows, predictions: list[str]) -> dict[str, dict]:
     totals = Counter(row["question_type"] for row in rows)
     for row, prediction in zip(rows, predictions):
         hits[row["question_type"]] += exact_match(prediction, row["answer"])
-    table = {t: _entry(hits[t], totals[t]) for t in _types(rows)}
+    table = {t: _entry(hits[t], totals[t]) for t in question_types(rows)}
     table[OVERALL] = _entry(sum(hits.values()), len(rows))
     return table
 
@@ -92,7 +93,7 @@ def chance_levels(rows) -> dict[str, dict]:
     """Majority-answer baseline: per type, {answer, correct, total, accuracy} of always answering the type's most
     frequent (normalised) gold answer; "overall" answers each type's majority answer."""
     table = {}
-    for qtype in _types(rows):
+    for qtype in question_types(rows):
         answers = Counter(normalize_answer(row["answer"]) for row in rows if row["question_type"] == qtype)
         answer, correct = answers.most_common(1)[0]
         table[qtype] = _entry(correct, sum(answers.values()), answer=answer)
