@@ -7,7 +7,8 @@ import torch
 
 from hf_llava.cli import main as cli_main
 from hf_llava.data.shapes import QUESTION_TYPES
-from hf_llava.eval.probe import answer_states, first_per_type, probe_accuracy
+from hf_llava.eval.probe import answer_states, probe_accuracy
+from hf_llava.eval.shapes import first_per_type
 from hf_llava.testing import random_image, tiny_llava
 
 from test_eval_shapes import vqa_row
@@ -42,8 +43,7 @@ def test_answer_states_are_each_rows_last_prompt_position_whatever_the_padding()
 
 
 def test_first_per_type_keeps_order_and_limit():
-    rows = [{"question_type": t, "k": k} for k, t in enumerate(["color", "shape", "color", "color", "shape"])]
-    assert [r["k"] for r in first_per_type(rows, 2)] == [0, 1, 2, 4]
+    assert first_per_type(["color", "shape", "color", "color", "shape"], 2) == [0, 1, 2, 4]
 
 
 def test_eval_probe_cli_fits_a_probe_per_type_and_layer(tmp_path, capsys):

@@ -27,11 +27,11 @@ def run_probe(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .generate import load_model
-    from .probe import first_per_type, markdown_table, probe
+    from .probe import markdown_table, probe
     from .shapes import load_rows
 
     test_rows = load_rows(args.data)
-    train_rows = first_per_type(load_rows(args.data, split="train"), args.train_questions)
+    train_rows = load_rows(args.data, split="train", per_type=args.train_questions)
     model, processor = load_model(args.model)
     result = probe(model, processor, train_rows, test_rows, args.layers, args.batch_size, args.blank_image)
     output_dir = Path(args.output_dir)

@@ -88,17 +88,6 @@ def probe(model, processor, train_rows, test_rows, layers: list[int] | None = No
     return result
 
 
-def first_per_type(rows, limit: int) -> list[dict]:
-    """The first `limit` rows of each question type, in order."""
-    seen = Counter()
-    kept = []
-    for row in rows:
-        seen[row["question_type"]] += 1
-        if seen[row["question_type"]] <= limit:
-            kept.append(row)
-    return kept
-
-
 def default_layers(num_layers: int) -> list[int]:
     """Every 4th layer from the embeddings, and the last."""
     return sorted({*range(0, num_layers + 1, 4), num_layers})

@@ -30,15 +30,17 @@ def _saved_dataset(folder: Path) -> bool:
 
 
 def load_rows(data: str | Path | None = None, num_images: int | None = None, image_size: int = 64,
-              seed: int = 0, split: str = "test") -> list[dict]:
+              seed: int = 0, split: str = "test", per_type: int | None = None) -> list[dict]:
     """The VQA rows (images as RGB PIL images), from a built folder (`OUT`, `OUT/vqa` or a saved split) or, with
     `num_images`, generated in memory (`num_images` held-out scenes x 5 questions). `split="train"` reads the
-    training scenes' questions of a built folder instead."""
+    training scenes' questions of a built folder instead; `per_type` keeps the first rows of each question type
+    (chosen before any image is decoded)."""
     if (data is None) == (num_images is None):
         raise ValueError("give exactly one of `data` (a synthetic-shapes folder) and `num_images` (generate)")
     if num_images is not None:
-        if split != "test":
-            raise ValueError(f"generated rows are held-out scenes only; read split {split!r} from a built folder")
+        if split != "test" or per_type is not None:
+            raise ValueError("generated rows are all the held-out scenes' questions; read another split or a "
+                             "subset from a built folder")
         from ..data import shapes
 
         rows = list(shapes.rows("vqa", "test", num_eval_images=num_images, image_size=image_size, seed=seed))
@@ -60,10 +62,23 @@ def load_rows(data: str | Path | None = None, num_images: int | None = None, ima
     if missing:
         raise ValueError(f"{folder} lacks the VQA column(s) {missing} (it has {dataset.column_names}): "
                          "point --data at the synthetic-shapes build or its vqa/ folder")
+    if per_type is not None:
+        dataset = dataset.select(first_per_type(dataset["question_type"], per_type))
     rows = [dict(row) for row in dataset]
     for row in rows:
         row["images"] = [image.convert("RGB") for image in row["images"]]
     return rows
+
+
+def first_per_type(question_types: list[str], limit: int) -> list[int]:
+    """Indices of the first `limit` questions of each type, in order."""
+    seen = Counter()
+    kept = []
+    for index, qtype in enumerate(question_types):
+        seen[qtype] += 1
+        if seen[qtype] <= limit:
+            kept.append(index)
+    return kept
 
 
 def question_types(rows) -> list[str]:
