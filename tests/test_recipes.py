@@ -95,9 +95,11 @@ def test_llava_recipes_carry_the_paper_settings(name):
 def test_command_line_overrides_the_yaml():
     args, training_args, _ = parse(RECIPES / "shapes-smollm2" / "pretrain.yaml", "--learning_rate", "5e-4",
                                    "--datasets", "data/other", '{"llava_json": "x.json", "weight": 0.5}',
+                                   '{"path": "d", "where": {"question_type": ["existence", "position"]}}',
                                    "--vision_tower", "other/tower")
     assert training_args.learning_rate == 5e-4
-    assert args.datasets == [DatasetSpec(path="data/other"), DatasetSpec(llava_json="x.json", weight=0.5)]
+    assert args.datasets == [DatasetSpec(path="data/other"), DatasetSpec(llava_json="x.json", weight=0.5),
+                             DatasetSpec(path="d", where={"question_type": ["existence", "position"]})]
     assert args.vision_tower == "other/tower"
 
 

@@ -243,6 +243,25 @@ def test_mixture_weights_and_llava_json_source(tmp_path):
         load_mixture([DatasetSpec(path=str(tmp_path / "bad"))])
 
 
+def test_mixture_where_keeps_matching_rows_before_weighting(tmp_path):
+    rows = [{**row, "question_type": ["color", "existence", "position"][i % 3]}
+            for i, row in enumerate(colour_rows(9, "q"))]
+    with_type = datasets.Features({**features(), "question_type": datasets.Value("string")})
+    datasets.Dataset.from_list(rows, features=with_type).save_to_disk(str(tmp_path / "q"))
+    spec = DatasetSpec.parse({"path": str(tmp_path / "q"), "where": {"question_type": ["existence", "position"]},
+                              "weight": 2})
+    mixture = load_mixture([spec])
+    assert sorted(mixture["id"]) == sorted(["q1", "q2", "q4", "q5", "q7", "q8"] * 2)
+    assert mixture.column_names == list(features())  # the filter column is not carried into training
+    assert DatasetSpec.parse({"path": "a", "where": {"question_type": "color"}}).where == {"question_type": ["color"]}
+    with pytest.raises(ValueError, match="has no column 'kind'"):
+        load_mixture([DatasetSpec(path=str(tmp_path / "q"), where={"kind": ["x"]})])
+    with pytest.raises(ValueError, match="no row matches where"):
+        load_mixture([DatasetSpec(path=str(tmp_path / "q"), where={"question_type": ["count"]})])
+    with pytest.raises(ValueError, match="maps column names"):
+        DatasetSpec.parse({"path": "a", "where": ["existence"]})
+
+
 def test_push_to_hub_uploads_the_final_folder(parts, tmp_path, hub_server):
     from huggingface_hub import HfApi
 

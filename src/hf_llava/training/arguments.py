@@ -25,7 +25,8 @@ class DatasetSpec:
     config, or the sub-folder of a multi-config `save_to_disk` build such as `data/shapes` + `caption`) and
     `llava_json` (a LLaVA JSON/JSONL file whose image paths are relative to `image_root`).
     `weight` scales the source's share: round(weight * rows) rows are used per epoch (1: all; 0.5: a seeded random
-    half; 2: every row twice).
+    half; 2: every row twice). `where` keeps only the rows whose column value is one of those listed, e.g.
+    `{"question_type": ["existence", "position"]}` (applied before `weight`; the column need not be canonical).
     """
 
     path: str | None = None
@@ -34,12 +35,18 @@ class DatasetSpec:
     llava_json: str | None = None
     image_root: str | None = None
     weight: float = 1.0
+    where: dict[str, list] | None = None
 
     def __post_init__(self):
         if (self.path is None) == (self.llava_json is None):
             raise ValueError(f"a dataset needs exactly one of `path` and `llava_json`, got {self}")
         if self.weight <= 0:
             raise ValueError(f"dataset weight must be > 0, got {self.weight} for {self.describe()}")
+        if self.where is not None:
+            if not isinstance(self.where, dict) or not self.where:
+                raise ValueError(f"`where` maps column names to the values to keep, got {self.where!r} for "
+                                 f"{self.describe()}")
+            self.where = {column: list(v) if isinstance(v, (list, tuple)) else [v] for column, v in self.where.items()}
 
     def describe(self) -> str:
         source = self.llava_json or "/".join(filter(None, [self.path, self.name]))

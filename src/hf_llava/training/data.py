@@ -54,6 +54,12 @@ def load_source(spec: DatasetSpec, skip_bad: bool = False):
                 dataset = dataset[spec.split]
         else:
             dataset = datasets.load_dataset(spec.path, spec.name, split=spec.split)
+    for column, values in (spec.where or {}).items():
+        if column not in dataset.column_names:
+            raise ValueError(f"dataset {spec.describe()} has no column {column!r} to filter on (`where`); it has "
+                             f"{dataset.column_names}")
+        keep = set(values)
+        dataset = dataset.filter(lambda value: value in keep, input_columns=column, desc=f"where {column}")
     missing = [column for column in CANONICAL_COLUMNS if column not in dataset.column_names]
     if missing:
         raise ValueError(
@@ -81,7 +87,8 @@ def load_mixture(specs: list[DatasetSpec], seed: int = 0, skip_bad: bool = False
     for spec in specs:
         dataset = load_source(spec, skip_bad)
         if len(dataset) == 0:
-            raise ValueError(f"dataset {spec.describe()} is empty")
+            matching = f" (no row matches where={spec.where})" if spec.where else ""
+            raise ValueError(f"dataset {spec.describe()} is empty{matching}")
         if spec.weight != 1:
             dataset = dataset.select(weighted_indices(len(dataset), spec.weight, rng))
         logger.info("dataset %s: %d rows (weight %g)", spec.describe(), len(dataset), spec.weight)
