@@ -352,7 +352,7 @@ def add_parser(subparsers) -> None:
         description="Build the synthetic-shapes data, train a small CLIP vision tower contrastively on its captions, "
         "then stage 1 (feature alignment) and stage 2 (instruction tuning, LoRA) of that tower + SmolLM2-135M-Instruct "
         "with recipes/shapes-smollm2, evaluate on held-out scenes (with and without the image), chat once and write "
-        "report.md + grid.png (~26 min on 2 CPU cores). Rerunning reuses finished stages.",
+        "report.md + grid.png (~28 min on 2 CPU cores). Rerunning reuses finished stages.",
     )
     parser.add_argument("--output-dir", default="outputs/demo", help="everything goes here (default outputs/demo)")
     parser.add_argument("--quick", action="store_true",
