@@ -6,7 +6,8 @@ triangle; 6 colours; small/large; one per cell of a 3x3 grid) rendered as small 
             description), the offline stand-in for the data engine
   vqa       train/test: one question of each type per scene, one per row, with "Answer the question using a
             single word or phrase." (LLaVA-1.5's prompt for academic VQA) and a short answer, also in `question`,
-            `answer`, `question_type`; test holds held-out scenes: score with hf_llava.data.shapes.exact_match
+            `answer`, `question_type`, `num_objects` (in the scene); test holds held-out scenes: score with
+            hf_llava.data.shapes.exact_match
   scenes    train/test: COCO-style rows (5 captions, pixel boxes, symbolic context) for the data engine
 
 Example:
@@ -44,7 +45,8 @@ class SyntheticShapes(CanonicalBuilder):
         from datasets import Value
 
         if self.config.name == "vqa":
-            return {"question": Value("string"), "answer": Value("string"), "question_type": Value("string")}
+            return {"question": Value("string"), "answer": Value("string"), "question_type": Value("string"),
+                    "num_objects": Value("int32")}
         return coco_features() if self.config.name == "scenes" else {}
 
     def split_names(self):

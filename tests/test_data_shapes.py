@@ -99,6 +99,7 @@ def test_rows_of_each_config():
     vqa = list(S.vqa_rows(scene, img))
     assert [r["question_type"] for r in vqa] == list(S.QUESTION_TYPES)
     for r in vqa:
+        assert r["num_objects"] == len(scene.objects)
         assert r["messages"][0]["content"][1]["text"] == f"{r['question']}\n{S.SHORT_ANSWER_SUFFIX}"
         assert r["messages"][1]["content"][0]["text"] == r["answer"]
 
@@ -112,7 +113,7 @@ def test_builder_writes_every_config_and_coco_files(tmp_path):
     assert rows == {"caption/train": 12, "instruct/train": 12, "vqa/train": 60, "vqa/test": 20,
                     "scenes/train": 12, "scenes/test": 4}
     vqa = datasets.load_from_disk(str(tmp_path / "out" / "vqa"))["test"]
-    assert vqa.column_names == ["id", "images", "messages", "question", "answer", "question_type"]
+    assert vqa.column_names == ["id", "images", "messages", "question", "answer", "question_type", "num_objects"]
     assert vqa[0]["images"][0].size == (48, 48)
     assert min(int(i.split("-")[1]) for i in vqa["id"]) == S.HELD_OUT_ID_OFFSET  # held-out scenes only
     train_ids = {int(i.split("-")[1]) for i in datasets.load_from_disk(str(tmp_path / "out" / "vqa"))["train"]["id"]}

@@ -9,7 +9,7 @@ from hf_llava.cli import main as cli_main
 from hf_llava.data.shapes import QUESTION_TYPES
 from hf_llava.data.schema import assistant_message, user_message
 from hf_llava.eval.generate import blank_image, generate_answers, prompt_messages
-from hf_llava.eval.shapes import chance_levels, load_rows, markdown_table, score
+from hf_llava.eval.shapes import chance_levels, load_rows, markdown_table, objects_table, score, score_by_objects
 from hf_llava.testing import random_image, tiny_llava
 
 
@@ -45,6 +45,21 @@ def test_chance_is_the_majority_answer_of_each_type():
     assert chance["existence"] == {"correct": 3, "total": 4, "accuracy": 0.75, "answer": "no"}
     assert chance["count"]["answer"] == "1" and chance["count"]["correct"] == 2  # "one" normalises to "1"
     assert chance["overall"]["correct"] == 5 and chance["overall"]["total"] == 7
+
+
+def test_score_by_objects_splits_each_type_by_the_scene_object_count():
+    rows = [{**vqa_row("color", "red"), "num_objects": 1}, {**vqa_row("color", "blue"), "num_objects": 3},
+            {**vqa_row("color", "green"), "num_objects": 3}, {**vqa_row("existence", "no"), "num_objects": 1}]
+    table = score_by_objects(rows, ["red", "blue", "red", "yes"])
+    assert table["color"] == {1: {"correct": 1, "total": 1, "accuracy": 1.0},
+                              3: {"correct": 1, "total": 2, "accuracy": 0.5}}
+    assert table["existence"] == {1: {"correct": 0, "total": 1, "accuracy": 0.0}}
+    assert table["overall"][1] == {"correct": 1, "total": 2, "accuracy": 0.5}
+    markdown = objects_table({"by_num_objects": table})
+    assert markdown.splitlines()[0] == "| question type | 1 object | 3 objects |"
+    assert "| color | 100.0% (1/1) | 50.0% (1/2) |" in markdown and "| existence | 0.0% (0/1) |  |" in markdown
+    assert score_by_objects([vqa_row("color", "red")], ["red"]) == {}  # rows without the column: no breakdown
+    assert objects_table({"by_num_objects": {}}) == ""
 
 
 def test_markdown_table_has_every_type_overall_blank_and_chance_columns():
@@ -125,6 +140,8 @@ def test_eval_shapes_cli_writes_predictions_tables_report_and_grid(tiny, tmp_pat
     for qtype in QUESTION_TYPES:
         assert f"| {qtype} | 3 |" in report
     assert "![images, questions and answers](grid.png)" in report and "majority-answer baseline" in report
+    assert "## Accuracy by objects in the scene" in report  # generated rows carry num_objects
+    assert sum(t["total"] for t in results["by_num_objects"]["overall"].values()) == 15
     with Image.open(out / "grid.png") as grid:
         assert grid.width == 5 * 176 and grid.height > 3 * 176  # 5 question types per row, 3 scenes
     assert "| **overall** | 15 |" in capsys.readouterr().out

@@ -257,7 +257,8 @@ def vqa_rows(scene: Scene, img: dict, seed: int = 0):
         yield {"id": f"vqa-{scene.image_id}-{qtype}", "images": [img],
                "messages": [user_message(short_answer_prompt(q.question), with_image=True),
                             assistant_message(q.answer)],
-               "question": q.question, "answer": q.answer, "question_type": qtype}
+               "question": q.question, "answer": q.answer, "question_type": qtype,
+               "num_objects": len(scene.objects)}
 
 
 def scene_row(scene: Scene, img: dict, seed: int = 0) -> dict:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from .shapes import OVERALL, markdown_table
+from .shapes import OVERALL, markdown_table, objects_table
 
 GREEN, RED, GREY, BLACK = (20, 130, 40), (200, 30, 30), (110, 110, 110), (0, 0, 0)
 
@@ -100,6 +100,16 @@ def write_report(result: dict, rows, output_dir: str | Path, title: str = "Synth
         "always giving the question type's most frequent gold answer in these rows (shown in quotes). "
         "*Blank image* asks the same questions with a mean-grey image, so it shows how much the answers depend on "
         "the picture.", "",
+    ]
+    by_objects = objects_table(result)
+    if by_objects:
+        parts += [
+            "## Accuracy by objects in the scene", "",
+            by_objects, "",
+            "With one object a question needs no choice among objects; the fall from one object to four shows how "
+            "well the model finds the object the question names, apart from reading colours and shapes.", "",
+        ]
+    parts += [
         "## Sample questions", "",
         _sample_table(_samples(result["records"])), "",
         "## Grid", "",

@@ -8,6 +8,9 @@ Design notes
   the picture falls to about chance there, a model that guesses from the question text does not.
 - Chance is the majority-answer baseline computed from the evaluated rows themselves: per type, the accuracy of
   always giving that type's most frequent gold answer (the best a picture-blind constant answer can do).
+- Rows that carry `num_objects` are also scored per number of objects in the scene: with one object a question
+  needs no choice among objects, so the drop from one to four separates reading the picture from finding the
+  object the question names.
 """
 
 from __future__ import annotations
@@ -104,6 +107,20 @@ def score(rows, predictions: list[str]) -> dict[str, dict]:
     return table
 
 
+def score_by_objects(rows, predictions: list[str]) -> dict[str, dict[int, dict]]:
+    """{question type: {number of objects in the scene: {correct, total, accuracy}}} (plus "overall"); empty when
+    the rows carry no `num_objects`."""
+    if not all("num_objects" in row for row in rows):
+        return {}
+    table = {}
+    for qtype in [*question_types(rows), OVERALL]:
+        picked = [(row, p) for row, p in zip(rows, predictions) if qtype in (OVERALL, row["question_type"])]
+        counts = sorted({row["num_objects"] for row, _ in picked})
+        table[qtype] = {n: _entry(sum(exact_match(p, row["answer"]) for row, p in picked if row["num_objects"] == n),
+                                  sum(row["num_objects"] == n for row, _ in picked)) for n in counts}
+    return table
+
+
 def chance_levels(rows) -> dict[str, dict]:
     """Majority-answer baseline: per type, {answer, correct, total, accuracy} of always answering the type's most
     frequent (normalised) gold answer; "overall" answers each type's majority answer."""
@@ -131,6 +148,8 @@ def evaluate(model, processor, rows, batch_size: int = 16, max_new_tokens: int =
     for k, (row, prediction) in enumerate(zip(rows, predictions)):
         record = {"id": row["id"], "question_type": row["question_type"], "question": row["question"],
                   "answer": row["answer"], "prediction": prediction, "correct": exact_match(prediction, row["answer"])}
+        if "num_objects" in row:
+            record["num_objects"] = row["num_objects"]
         if blank is not None:
             record.update(blank_prediction=blank[k], blank_correct=exact_match(blank[k], row["answer"]))
         records.append(record)
@@ -139,6 +158,7 @@ def evaluate(model, processor, rows, batch_size: int = 16, max_new_tokens: int =
         "accuracy": score(rows, predictions),
         "blank_accuracy": score(rows, blank) if blank is not None else None,
         "chance": chance_levels(rows),
+        "by_num_objects": score_by_objects(rows, predictions),
         "records": records,
     }
 
@@ -163,6 +183,20 @@ def markdown_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def objects_table(result: dict) -> str:
+    """Accuracy per question type (rows) and number of objects in the scene (columns); "" without the breakdown."""
+    table = result.get("by_num_objects")
+    if not table:
+        return ""
+    counts = sorted({n for per_type in table.values() for n in per_type})
+    lines = ["| question type | " + " | ".join(f"{n} object{'s' * (n != 1)}" for n in counts) + " |",
+             "|" + "---|" * (len(counts) + 1)]
+    for qtype, per_count in table.items():
+        name = f"**{qtype}**" if qtype == OVERALL else qtype
+        lines.append(f"| {name} | " + " | ".join(_cell(per_count[n]) if n in per_count else "" for n in counts) + " |")
+    return "\n".join(lines)
+
+
 def save_results(result: dict, output_dir: str | Path, model: str | None = None) -> dict[str, Path]:
     """predictions.jsonl (one record per question), results.json (the tables) and results.md (the markdown
     table) in `output_dir`; returns their paths."""
@@ -174,5 +208,6 @@ def save_results(result: dict, output_dir: str | Path, model: str | None = None)
             f.write(json.dumps(record) + "\n")
     summary = {"model": model, **{k: v for k, v in result.items() if k != "records"}}
     paths["results.json"].write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    paths["results.md"].write_text(markdown_table(result) + "\n", encoding="utf-8")
+    tables = [markdown_table(result), objects_table(result)]
+    paths["results.md"].write_text("\n\n".join(t for t in tables if t) + "\n", encoding="utf-8")
     return paths
