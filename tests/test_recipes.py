@@ -96,11 +96,12 @@ def test_command_line_overrides_the_yaml():
     args, training_args, _ = parse(RECIPES / "shapes-smollm2" / "pretrain.yaml", "--learning_rate", "5e-4",
                                    "--datasets", "data/other", '{"llava_json": "x.json", "weight": 0.5}',
                                    '{"path": "d", "where": {"question_type": ["existence", "position"]}}',
-                                   "--vision_tower", "other/tower")
-    assert training_args.learning_rate == 5e-4
+                                   "--vision_tower", "other/tower", "--vision_feature_layer", "0", "-2")
+    assert training_args.learning_rate == 5e-4 and args.vision_feature_layer == [0, -2]
     assert args.datasets == [DatasetSpec(path="data/other"), DatasetSpec(llava_json="x.json", weight=0.5),
                              DatasetSpec(path="d", where={"question_type": ["existence", "position"]})]
     assert args.vision_tower == "other/tower"
+    assert parse(RECIPES / "shapes-smollm2" / "pretrain.yaml")[0].vision_feature_layer == [-2]  # LLaVA's default
 
 
 def test_tower_recipe_parses_and_feeds_stage_1():

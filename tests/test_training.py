@@ -126,6 +126,13 @@ def test_tune_vision_tower_trains_the_tower_too(parts, tmp_path):
     assert not any(".language_model." in n or n.startswith("lm_head") for n in changed)
 
 
+def test_vision_feature_layers_are_concatenated_into_the_projector(parts, tmp_path):
+    trainer = sft.main(stage1_args(parts, tmp_path, "--max_steps", "1", "--vision_feature_layer", "0", "-1"))
+    config = trainer.model.config
+    assert config.vision_feature_layer == [0, -1]
+    assert trainer.model.model.multi_modal_projector.linear_1.in_features == 2 * config.vision_config.hidden_size
+
+
 def test_stage2_trains_projector_and_llm_never_the_tower(parts, stage1, tmp_path):
     snapshot = Snapshot()
     trainer = sft.main(stage2_args(parts, stage1, tmp_path, "--max_steps", "3"), callbacks=[snapshot])

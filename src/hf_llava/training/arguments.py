@@ -81,6 +81,10 @@ class LlavaArguments:
         default=None, metadata={"help": "causal LM (Hub id or path), or 'smollm2' for the bundled SmolLM2-135M"})
     projector_type: str = field(
         default="mlp2x_gelu", metadata={"help": "linear, mlpNx_gelu or identity (model from parts only)"})
+    vision_feature_layer: list[int] = field(
+        default_factory=lambda: [-2],
+        metadata={"help": "vision hidden-state index whose patch features feed the projector (LLaVA's "
+                          "mm_vision_select_layer, -2), or several, concatenated (model from parts only)"})
     chat_template: str | None = field(
         default=None,
         metadata={"help": "named template (plain, vicuna_v1, chatml, llama2); replaces a checkpoint's template "
@@ -124,6 +128,8 @@ class LlavaArguments:
     def __post_init__(self):
         if self.stage not in STAGES:
             raise ValueError(f"stage must be 1 or 2, got {self.stage}")
+        if isinstance(self.vision_feature_layer, int):  # YAML `vision_feature_layer: -2`
+            self.vision_feature_layer = [self.vision_feature_layer]
         if isinstance(self.vision_tower_config, str):
             self.vision_tower_config = json.loads(self.vision_tower_config)
         if self.cache_image_features and self.tune_vision_tower:
