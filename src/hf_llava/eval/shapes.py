@@ -112,13 +112,12 @@ def score_by_objects(rows, predictions: list[str]) -> dict[str, dict[int, dict]]
     the rows carry no `num_objects`."""
     if not all("num_objects" in row for row in rows):
         return {}
-    table = {}
-    for qtype in [*question_types(rows), OVERALL]:
-        picked = [(row, p) for row, p in zip(rows, predictions) if qtype in (OVERALL, row["question_type"])]
-        counts = sorted({row["num_objects"] for row, _ in picked})
-        table[qtype] = {n: _entry(sum(exact_match(p, row["answer"]) for row, p in picked if row["num_objects"] == n),
-                                  sum(row["num_objects"] == n for row, _ in picked)) for n in counts}
-    return table
+    by_count = {}
+    for n in sorted({row["num_objects"] for row in rows}):
+        picked = [(row, p) for row, p in zip(rows, predictions) if row["num_objects"] == n]
+        by_count[n] = score([row for row, _ in picked], [p for _, p in picked])
+    return {qtype: {n: table[qtype] for n, table in by_count.items() if qtype in table}
+            for qtype in [*question_types(rows), OVERALL]}
 
 
 def chance_levels(rows) -> dict[str, dict]:
@@ -199,7 +198,7 @@ def objects_table(result: dict) -> str:
 
 def save_results(result: dict, output_dir: str | Path, model: str | None = None) -> dict[str, Path]:
     """predictions.jsonl (one record per question), results.json (the tables) and results.md (the markdown
-    table) in `output_dir`; returns their paths."""
+    tables) in `output_dir`; returns their paths."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: output_dir / name for name in ("predictions.jsonl", "results.json", "results.md")}
