@@ -207,7 +207,8 @@ def describe(model) -> str:
     return "\n".join(lines)
 
 
-def _feature_layer(values: list[int]) -> int | list[int]:
+def feature_layer(values: list[int]) -> int | list[int]:
+    """A command-line/recipe list of layers as the config stores it: one index as an int, several as a list."""
     return values[0] if len(values) == 1 else values
 
 
@@ -217,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
         args.llm,
         projector_type=args.projector_type,
         chat_template=args.chat_template,
-        vision_feature_layer=_feature_layer(args.vision_feature_layer),
+        vision_feature_layer=feature_layer(args.vision_feature_layer),
         vision_feature_select_strategy=args.select_strategy,
         pad_to_square=args.pad_to_square,
         dtype=args.dtype,

@@ -101,13 +101,12 @@ def _load_checkpoint(model_args):
 
 
 def _compose(args: LlavaArguments, dtype: str, seed: int):
-    from ..build import build_llava
+    from ..build import build_llava, feature_layer
     from ..demo import save_random_clip_tower
 
     def build(vision_tower: str):
-        layers = args.vision_feature_layer
         return build_llava(vision_tower, args.llm, projector_type=args.projector_type,
-                           vision_feature_layer=layers[0] if len(layers) == 1 else layers,
+                           vision_feature_layer=feature_layer(args.vision_feature_layer),
                            chat_template=args.chat_template, dtype=dtype)
 
     if args.vision_tower:
