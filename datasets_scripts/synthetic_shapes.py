@@ -8,6 +8,9 @@ triangle; 6 colours; small/large; one per cell of a 3x3 grid) rendered as small 
             single word or phrase." (LLaVA-1.5's prompt for academic VQA) and a short answer, also in `question`,
             `answer`, `question_type`, `num_objects` (in the scene); test holds held-out scenes: score with
             hf_llava.data.shapes.exact_match
+  text      train: the vqa questions (another draw) with the scene described in words instead of shown: text-only
+            rows (as LLaVA-1.5 mixes text-only conversations) where the LLM learns to match question words with
+            the scene; stage 2 mixes them in
   scenes    train/test: COCO-style rows (5 captions, pixel boxes, symbolic context) for the data engine
 
 Example:
@@ -44,7 +47,7 @@ class SyntheticShapes(CanonicalBuilder):
     def extra_features(self):
         from datasets import Value
 
-        if self.config.name == "vqa":
+        if self.config.name in ("vqa", "text"):
             return {"question": Value("string"), "answer": Value("string"), "question_type": Value("string"),
                     "num_objects": Value("int32")}
         return coco_features() if self.config.name == "scenes" else {}

@@ -41,7 +41,7 @@ def test_multi_config_push_and_load(hub_server, tmp_path):
                   image_size=32)
     repo = "tester/shapes-roundtrip"
     push_to_hub(str(out), repo, token=hub_server.token)
-    for config in ("caption", "instruct", "vqa", "scenes"):
+    for config in ("caption", "instruct", "vqa", "text", "scenes"):
         local = datasets.load_from_disk(str(out / config))
         back = datasets.load_dataset(repo, config, token=hub_server.token)
         assert sorted(back) == sorted(local)

@@ -102,6 +102,30 @@ def test_rows_of_each_config():
         assert r["num_objects"] == len(scene.objects)
         assert r["messages"][0]["content"][1]["text"] == f"{r['question']}\n{S.SHORT_ANSWER_SUFFIX}"
         assert r["messages"][1]["content"][0]["text"] == r["answer"]
+    # text config: the same questions, the scene in words instead of the image
+    text = list(S.vqa_rows(scene, None))
+    assert [r["question_type"] for r in text] == list(S.QUESTION_TYPES)
+    assert all(r["images"] == [] and r["id"].startswith("text-") for r in text)
+    for r in text:
+        (block,) = r["messages"][0]["content"]
+        assert block == {"type": "text", "text": f"The image shows {S.layout(scene)}.\n{r['question']}\n"
+                                                 f"{S.SHORT_ANSWER_SUFFIX}"}
+        assert r["messages"][1]["content"][0]["text"] == r["answer"]
+
+
+def test_text_rows_answer_from_the_described_layout():
+    """Every text row's answer follows from its description alone (what the LLM learns to match)."""
+    for scene in SCENES:
+        described = S.layout(scene)
+        for r in S.vqa_rows(scene, None):
+            if r["question_type"] == "color":  # the object named in the question has the answered colour
+                assert any(o.color == r["answer"] and f"{o.color} {o.shape}" in described for o in scene.objects)
+            if r["question_type"] == "existence":
+                name = r["question"].removeprefix("Is there a ").removesuffix(" in the image?")
+                assert (name in described) == (r["answer"] == "yes"), r["question"]
+            if r["question_type"] == "position":
+                name = r["question"].removeprefix("Where is the ").removesuffix("?")
+                assert f"{name} {S.where(r['answer'])}" in described
 
 
 def test_builder_writes_every_config_and_coco_files(tmp_path):
@@ -110,11 +134,13 @@ def test_builder_writes_every_config_and_coco_files(tmp_path):
     report = build_to_disk(cls, str(tmp_path / "out"), num_images=12, num_eval_images=4, image_size=48, seed=1,
                            coco_dir=str(coco))
     rows = {f"{c}/{s}": v["rows"] for c, cfg in report["configs"].items() for s, v in cfg["splits"].items()}
-    assert rows == {"caption/train": 12, "instruct/train": 12, "vqa/train": 60, "vqa/test": 20,
+    assert rows == {"caption/train": 12, "instruct/train": 12, "vqa/train": 60, "vqa/test": 20, "text/train": 60,
                     "scenes/train": 12, "scenes/test": 4}
     vqa = datasets.load_from_disk(str(tmp_path / "out" / "vqa"))["test"]
     assert vqa.column_names == ["id", "images", "messages", "question", "answer", "question_type", "num_objects"]
     assert vqa[0]["images"][0].size == (48, 48)
+    text = datasets.load_from_disk(str(tmp_path / "out" / "text"))["train"]
+    assert text.column_names == vqa.column_names and text[0]["images"] == []
     assert min(int(i.split("-")[1]) for i in vqa["id"]) == S.HELD_OUT_ID_OFFSET  # held-out scenes only
     train_ids = {int(i.split("-")[1]) for i in datasets.load_from_disk(str(tmp_path / "out" / "vqa"))["train"]["id"]}
     assert train_ids == set(range(12))  # the training scenes, never held-out ones

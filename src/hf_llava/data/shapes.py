@@ -17,6 +17,11 @@ Design notes
   VQAv2) leaks answers through the text on scenes this small: "Where is the orange square?" tells a later "Is there
   an orange square?" its answer (93% "yes" when both words came earlier, 65% "no" otherwise), and a model trained so
   answered every held-out, single-question existence query "no".
+- The `text` config asks the same kinds of questions about scenes given in words ("The image shows a small red
+  square in the top right corner and ..."), text-only rows like LLaVA-1.5's ShareGPT share. Matching question words
+  against a scene is what the demo's model fails to learn from images (existence at chance); from text, LoRA on
+  SmolLM2-135M learns existence within ~50 steps of 8 (the frozen model answers "no" to everything). Mixed 1:1
+  into existence-only image rows it lifted image existence from 51% (always "yes") to 63% after 200 steps of 8.
 """
 
 from __future__ import annotations
@@ -139,12 +144,17 @@ def _count_words(n: int, noun: str) -> str:
     return f"{words[n]} {noun}{'' if n == 1 else 's'}"
 
 
+def layout(scene: Scene) -> str:
+    """'a small red square in the top right corner and a large blue circle in the center'."""
+    return _join([o.phrase(with_position=True) for o in scene.objects])
+
+
 def captions(scene: Scene) -> list[str]:
     objs = scene.objects
     n = len(objs)
     plain = _join([o.phrase(with_size=False) for o in objs])
     sized = _join([o.phrase() for o in objs])
-    placed = _join([o.phrase(with_position=True) for o in objs])
+    placed = layout(scene)
     return [
         f"{plain[0].upper()}{plain[1:]} on a white background.",
         f"{_count_words(n, 'shape').capitalize()} on a white background: {sized}.",
@@ -249,14 +259,19 @@ def short_answer_prompt(question: str) -> str:
     return f"{question}\n{SHORT_ANSWER_SUFFIX}"
 
 
-def vqa_rows(scene: Scene, img: dict, seed: int = 0):
-    """One short-answer question per question type, one row each (see the notes on packing)."""
-    rng = random.Random(f"{seed}:vqa:{scene.image_id}")
+def vqa_rows(scene: Scene, img: dict | None, seed: int = 0):
+    """One short-answer question per question type, one row each (see the notes on packing). Without `img` the
+    rows are text-only: the scene is given in words, its objects and where they are (the `text` config)."""
+    described = img is None
+    kind = "text" if described else "vqa"
+    rng = random.Random(f"{seed}:{kind}:{scene.image_id}")
     for qtype in QUESTION_TYPES:
         q = ask(scene, qtype, rng)
-        yield {"id": f"vqa-{scene.image_id}-{qtype}", "images": [img],
-               "messages": [user_message(short_answer_prompt(q.question), with_image=True),
-                            assistant_message(q.answer)],
+        prompt = short_answer_prompt(q.question)
+        user = user_message(f"The image shows {layout(scene)}.\n{prompt}" if described else prompt,
+                            with_image=not described)
+        yield {"id": f"{kind}-{scene.image_id}-{qtype}", "images": [] if described else [img],
+               "messages": [user, assistant_message(q.answer)],
                "question": q.question, "answer": q.answer, "question_type": qtype,
                "num_objects": len(scene.objects)}
 
@@ -266,7 +281,7 @@ def scene_row(scene: Scene, img: dict, seed: int = 0) -> dict:
 
 
 CONFIGS = {  # config -> its splits; held-out scenes feed the "test" splits
-    "caption": ("train",), "instruct": ("train",), "vqa": ("train", "test"),
+    "caption": ("train",), "instruct": ("train",), "vqa": ("train", "test"), "text": ("train",),
     "scenes": ("train", "test")}
 
 
@@ -277,6 +292,9 @@ def rows(config: str, split: str, num_images: int = 2000, num_eval_images: int =
         raise ValueError(f"no split {split!r} in config {config!r}; configs and splits: {CONFIGS}")
     held_out = split == "test"
     for scene in generate_scenes(num_eval_images if held_out else num_images, seed, held_out, image_size):
+        if config == "text":  # described in words, nothing to render
+            yield from vqa_rows(scene, None, seed)
+            continue
         img = png_bytes(scene)
         if config == "caption":
             yield caption_row(scene, img, seed)
