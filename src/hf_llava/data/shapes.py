@@ -265,11 +265,10 @@ def vqa_rows(scene: Scene, img: dict | None, seed: int = 0):
     described = img is None
     kind = "text" if described else "vqa"
     rng = random.Random(f"{seed}:{kind}:{scene.image_id}")
+    preamble = f"The image shows {layout(scene)}.\n" if described else ""
     for qtype in QUESTION_TYPES:
         q = ask(scene, qtype, rng)
-        prompt = short_answer_prompt(q.question)
-        user = user_message(f"The image shows {layout(scene)}.\n{prompt}" if described else prompt,
-                            with_image=not described)
+        user = user_message(preamble + short_answer_prompt(q.question), with_image=not described)
         yield {"id": f"{kind}-{scene.image_id}-{qtype}", "images": [] if described else [img],
                "messages": [user, assistant_message(q.answer)],
                "question": q.question, "answer": q.answer, "question_type": qtype,
