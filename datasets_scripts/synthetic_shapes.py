@@ -10,7 +10,7 @@ triangle; 6 colours; small/large; one per cell of a 3x3 grid) rendered as small 
             hf_llava.data.shapes.exact_match
   text      train: the vqa questions (another draw) with the scene described in words instead of shown: text-only
             rows (as LLaVA-1.5 mixes text-only conversations) where the LLM learns to match question words with
-            the scene (a stage-2 mixture ingredient; the demo recipe does not use it yet)
+            the scene (a stage-2 mixture ingredient)
   scenes    train/test: COCO-style rows (5 captions, pixel boxes, symbolic context) for the data engine
 
 Example:

@@ -15,9 +15,10 @@ Design notes
 - Stage 2 mixes LLaVA-style instruction conversations (sentence answers) with short-answer VQA on the training
   scenes (the `vqa` config's train split: every question type, + "Answer the question using a single word or
   phrase."), as LLaVA-1.5 mixes academic VQA into its 665K set: the held-out evaluation scores short answers by exact
-  match, and a model that never saw that format answers in sentences. The mixture and the step counts are the
-  recipes' (recipes/shapes-smollm2); the demo only points them at its data. Training and held-out scenes come from
-  different random streams.
+  match, and a model that never saw that format answers in sentences. Text-only rows (the `text` config: the same
+  questions about a scene described in words) teach the LLM the matching the questions need, which it did not
+  find from pixels alone. The mixture and the step counts are the recipes' (recipes/shapes-smollm2); the demo only
+  points them at its data. Training and held-out scenes come from different random streams.
 - Resumable per stage: each stage works in its own folder under --output-dir and writes `demo_stage.json`
   (settings, inputs, seconds, summary) last. A folder with that file is reused as is; one without it is an
   interrupted stage and is cleared and redone; a finished stage made with other settings is an error (never
@@ -166,11 +167,12 @@ class Stage:
 
 
 def build_data(out: Path, settings: DemoSettings, root: Path) -> dict:
-    """The synthetic-shapes builder's caption (stage 1), instruct + vqa train (stage 2) and vqa test (held-out)."""
+    """The synthetic-shapes builder's caption (tower, stage 1), instruct + vqa + text train (stage 2) and vqa test
+    (held-out)."""
     from .data.builder import build_to_disk, load_builder_script
 
     builder = load_builder_script(root / "datasets_scripts" / "synthetic_shapes.py").SyntheticShapes
-    report = build_to_disk(builder, str(out), configs=["caption", "instruct", "vqa"],
+    report = build_to_disk(builder, str(out), configs=["caption", "instruct", "vqa", "text"],
                            command="hf-llava demo", num_images=settings.num_images,
                            num_eval_images=settings.num_eval_images, image_size=settings.image_size,
                            seed=settings.seed)
