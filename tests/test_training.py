@@ -2,6 +2,7 @@
 learning rate, LoRA save/reload, resume, a golden loss curve, the final folder and its push, two-process DDP."""
 
 import importlib.util
+import inspect
 import json
 import os
 import random
@@ -283,17 +284,34 @@ def test_push_to_hub_uploads_the_final_folder(parts, tmp_path, hub_server):
     assert "recipes/sft.py" in Path(readme).read_text()
 
 
-CHECKSUM_HOOK = '''
-import hashlib, importlib.util, os, sys
+def state_digest(model) -> str:
+    """sha256 over the state dict (names and float values); ZeRO-3's partitioned parameters are gathered first."""
+    import contextlib
+    import hashlib
+
+    digest = hashlib.sha256()
+    partitioned = [p for p in model.parameters() if hasattr(p, "ds_id")]
+    gathered = contextlib.nullcontext()
+    if partitioned:
+        import deepspeed
+
+        gathered = deepspeed.zero.GatheredParameters(partitioned)
+    with gathered:
+        for name, tensor in sorted(model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().float().numpy().tobytes())
+    return digest.hexdigest()
+
+
+CHECKSUM_HOOK = inspect.getsource(state_digest) + '''
+import importlib.util, os, sys
 from transformers import TrainerCallback
 
 class Checksum(TrainerCallback):
     def on_train_end(self, args, state, control, model=None, **kwargs):
-        digest = hashlib.sha256()
-        for name, tensor in sorted(model.state_dict().items()):
-            digest.update(name.encode()); digest.update(tensor.detach().float().numpy().tobytes())
+        checksum = state_digest(model)
         with open(os.path.join(os.environ["CHECKSUM_DIR"], f"rank{os.environ['RANK']}.txt"), "w") as f:
-            f.write(f"{digest.hexdigest()} step {state.global_step} world {args.world_size}")
+            f.write(f"{checksum} step {state.global_step} world {args.world_size}")
 
 spec = importlib.util.spec_from_file_location("sft", sys.argv[1])
 sft = importlib.util.module_from_spec(spec); spec.loader.exec_module(sft)
@@ -302,21 +320,34 @@ sft.main(sys.argv[2:], callbacks=[Checksum()])
 
 
 @pytest.mark.slow
-def test_two_process_cpu_ddp_ends_with_identical_parameters(parts, tmp_path):
+@pytest.mark.parametrize("launch", ["ddp", "zero2", "zero3"])
+def test_two_process_cpu_training_ends_in_sync_and_saves_what_the_ranks_hold(parts, tmp_path, launch):
+    from hf_llava import HfLlavaForConditionalGeneration
+
+    port = str(29500 + os.getpid() % 1000)
+    if launch == "ddp":
+        launcher, extra = ["torch.distributed.run", "--nproc_per_node", "2", "--master_port", port], []
+    else:  # the shipped ZeRO config on DeepSpeed's CPU accelerator: --use_cpu would make accelerate bypass DeepSpeed,
+        # and without a GPU accelerate picks no backend (one process each) unless gloo is named
+        pytest.importorskip("deepspeed")  # the `deepspeed` extra, which make test installs
+        config = ROOT / "recipes" / "accelerate_configs" / f"{launch}.yaml"
+        launcher = ["accelerate.commands.launch", "--config_file", str(config), "--num_processes", "2",
+                    "--mixed_precision", "no", "--main_process_port", port]
+        extra = ["--use_cpu", "false", "--ddp_backend", "gloo"]
     hook = tmp_path / "hook.py"
     hook.write_text(CHECKSUM_HOOK)
     env = {**os.environ, "CHECKSUM_DIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
-    # each rank gets different rows (DistributedSampler), so the ranks' gradients differ: equal parameters at the
-    # end show that DDP averaged them (and both processes really ran: one checksum file per rank).
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-               str(29500 + os.getpid() % 1000), str(hook), str(SFT),
+    command = [sys.executable, "-m", *launcher, str(hook), str(SFT),
                *stage1_args(parts, tmp_path / "out", "--max_steps", "3", "--per_device_train_batch_size", "2",
-                            "--tune_vision_tower", "true")]
+                            "--tune_vision_tower", "true", *extra)]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
+    # each rank gets different rows (DistributedSampler), so the ranks' gradients differ: equal parameters at the
+    # end show that they were averaged (and both processes really ran: one checksum file per rank); the final
+    # folder holds those parameters (under ZeRO-3 gathered from the shards)
     rank0, rank1 = ((tmp_path / f"rank{r}.txt").read_text() for r in (0, 1))
     assert rank0 == rank1 and rank0.endswith("step 3 world 2")
-    assert (tmp_path / "out" / "model.safetensors").is_file()
+    assert rank0.startswith(state_digest(HfLlavaForConditionalGeneration.from_pretrained(tmp_path / "out")))
 
 
 def text_rows(n: int) -> list[dict]:

@@ -131,6 +131,7 @@ def build_llava(
     `vision_feature_select_strategy=None` picks "default" (drop CLS) for CLIP-style towers and "full" for SigLIP.
     """
     import torch
+    from transformers.modeling_utils import set_zero3_state
 
     from . import HfLlavaConfig, HfLlavaForConditionalGeneration, HfLlavaProcessor  # also registers the Auto classes
     from .configuration_hf_llava import vision_tower_has_cls
@@ -151,7 +152,9 @@ def build_llava(
         tie_word_embeddings=bool(language_model.config.tie_word_embeddings),
     )
 
-    with torch.device("meta"):
+    # a shell whose tower and LLM are replaced by the loaded ones below; under DeepSpeed ZeRO-3 (which partitioned
+    # those as they loaded) the shell's own sub-models must not go through zero.Init on the meta device
+    with torch.device("meta"), set_zero3_state():
         model = HfLlavaForConditionalGeneration(config)
     if type(language_model.base_model) is not type(model.model.language_model):
         raise ValueError(
