@@ -97,3 +97,16 @@ def test_cache_holds_every_image_in_row_order_and_is_reused(parts, runs):
 def test_cache_refuses_a_trainable_tower():
     with pytest.raises(ValueError, match="frozen vision tower"):
         LlavaArguments(cache_image_features=True, tune_vision_tower=True)
+
+
+def test_cache_refuses_zero3_whose_tower_is_partitioned():
+    pytest.importorskip("deepspeed")
+    from transformers.integrations.deepspeed import HfDeepSpeedConfig, unset_hf_deepspeed_config
+
+    zero3 = HfDeepSpeedConfig({"zero_optimization": {"stage": 3}})  # while it lives, transformers sees ZeRO-3 on
+    try:
+        with pytest.raises(ValueError, match="ZeRO-3.*zero2.yaml"):
+            cache_image_features(model=None, processor=None, dataset=None, training_args=None)
+    finally:
+        unset_hf_deepspeed_config()
+    assert zero3.is_zero3()

@@ -13,8 +13,9 @@ Design notes
 - The training dataset loses its `images` column (no image decoding per step) and gains `image_feature_ids`, the
   cache rows of its images in order; the collator reads them through `ImageFeatureCache` (opened lazily, so
   dataloader workers map the file instead of receiving a pickled copy).
-- Only for a frozen tower (`tune_vision_tower` is refused by `LlavaArguments`). Under DDP the main process builds the
-  cache first (`main_process_first`); the other ranks find it complete and reuse it.
+- Only for a frozen tower (`tune_vision_tower` is refused by `LlavaArguments`). Under DDP and ZeRO-2 the main process
+  builds the cache first (`main_process_first`); the other ranks find it complete and reuse it. Not under ZeRO-3,
+  whose partitioned tower can only run on all ranks together (refused with a clear error).
 """
 
 import hashlib
@@ -118,6 +119,13 @@ def _write_features(model, processor, dataset, folder: Path, training_args, batc
 
 def cache_image_features(model, processor, dataset, training_args, batch_size: int = 32):
     """(dataset with `image_feature_ids` instead of `images`, ImageFeatureCache); builds the cache or reuses it."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if is_deepspeed_zero3_enabled():
+        raise ValueError("cache_image_features: under DeepSpeed ZeRO-3 the tower's weights are partitioned across the "
+                         "processes, so the main process cannot run it alone to fill the cache; use "
+                         "recipes/accelerate_configs/zero2.yaml (LLaVA's stage-1 setting) or "
+                         "cache_image_features: false")
     folder = Path(training_args.output_dir) / CACHE_DIR
     key = cache_key(model, processor, dataset, training_args)
     meta_path = folder / "meta.json"
