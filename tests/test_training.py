@@ -320,9 +320,11 @@ sft.main(sys.argv[2:], callbacks=[Checksum()])
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("launch", ["ddp", "zero2", "zero3"])
-def test_two_process_cpu_training_ends_in_sync_and_saves_what_the_ranks_hold(parts, tmp_path, launch):
-    from hf_llava import HfLlavaForConditionalGeneration
+@pytest.mark.parametrize("launch,run", [("ddp", "stage1"), ("zero2", "stage1"), ("zero3", "stage1"), ("zero3", "lora")])
+def test_two_process_cpu_training_ends_in_sync_and_saves_what_the_ranks_hold(parts, stage1, tmp_path, launch, run):
+    from peft import PeftModel
+
+    from hf_llava import HfLlavaForConditionalGeneration, HfLlavaProcessor
 
     port = str(29500 + os.getpid() % 1000)
     if launch == "ddp":
@@ -334,20 +336,33 @@ def test_two_process_cpu_training_ends_in_sync_and_saves_what_the_ranks_hold(par
         launcher = ["accelerate.commands.launch", "--config_file", str(config), "--num_processes", "2",
                     "--mixed_precision", "no", "--main_process_port", port]
         extra = ["--use_cpu", "false", "--ddp_backend", "gloo"]
+    out = tmp_path / "out"
+    steps = ["--max_steps", "3", "--per_device_train_batch_size", "2", *extra]
+    if run == "stage1":  # from parts, the tower tuned too: every part of the model is sharded and trained
+        recipe_args = stage1_args(parts, out, *steps, "--tune_vision_tower", "true")
+    else:  # stage 2 from a checkpoint with LoRA: the final folder merges the adapter on the main process alone
+        recipe_args = stage2_args(parts, stage1, out, *steps, "--use_peft", "true", "--lora_r", "4",
+                                  "--lora_alpha", "8")
     hook = tmp_path / "hook.py"
     hook.write_text(CHECKSUM_HOOK)
     env = {**os.environ, "CHECKSUM_DIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", *launcher, str(hook), str(SFT),
-               *stage1_args(parts, tmp_path / "out", "--max_steps", "3", "--per_device_train_batch_size", "2",
-                            "--tune_vision_tower", "true", *extra)]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-m", *launcher, str(hook), str(SFT), *recipe_args], env=env,
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     # each rank gets different rows (DistributedSampler), so the ranks' gradients differ: equal parameters at the
     # end show that they were averaged (and both processes really ran: one checksum file per rank); the final
     # folder holds those parameters (under ZeRO-3 gathered from the shards)
     rank0, rank1 = ((tmp_path / f"rank{r}.txt").read_text() for r in (0, 1))
     assert rank0 == rank1 and rank0.endswith("step 3 world 2")
-    assert rank0.startswith(state_digest(HfLlavaForConditionalGeneration.from_pretrained(tmp_path / "out")))
+    final = HfLlavaForConditionalGeneration.from_pretrained(out)
+    if run == "stage1":
+        assert rank0.startswith(state_digest(final))
+    else:
+        trained = PeftModel.from_pretrained(HfLlavaForConditionalGeneration.from_pretrained(stage1["out"]),
+                                            out / "adapter")
+        assert rank0.startswith(state_digest(trained))
+        processor = HfLlavaProcessor.from_pretrained(out)
+        torch.testing.assert_close(logits(final, processor), logits(trained, processor), atol=1e-4, rtol=1e-4)
 
 
 def text_rows(n: int) -> list[dict]:

@@ -70,8 +70,12 @@ def card_info(args: LlavaArguments, model_args, training_args, trainer) -> dict:
 
 def _merged_model(args: LlavaArguments, model_args, adapter_dir: Path, seed: int):
     from peft import PeftModel
+    from transformers.modeling_utils import set_zero3_state
 
-    base, _ = load_model_and_processor(args, replace(model_args, load_in_4bit=False), seed)  # full precision
+    # only the main process loads this copy: under ZeRO-3 it must not be partitioned (zero.Init is a collective that
+    # would wait for the other ranks forever); set_zero3_state tells transformers zero.Init is already handled
+    with set_zero3_state():
+        base, _ = load_model_and_processor(args, replace(model_args, load_in_4bit=False), seed)  # full precision
     return PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
 
 
