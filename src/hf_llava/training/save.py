@@ -7,7 +7,8 @@ Design notes
   processor, chat template, remote code, model card), so it loads with `AutoModelForImageTextToText` and converts
   to native llava like any other. A LoRA run also keeps its adapter + projector in `output_dir/adapter`.
 - Merging is done on the main process from the saved adapter onto a freshly loaded base (same arguments as the
-  run), which works the same whether the trained copy was sharded (ZeRO-3, FSDP) or not. Full weights are
+  run, never partitioned by ZeRO-3's zero.Init), which works the same whether the trained copy was sharded (ZeRO-3,
+  FSDP) or not. Full weights are
   gathered with `accelerator.get_state_dict` on every rank, then written by the main process.
 - QLoRA: the adapter is merged onto the full-precision base (the same checkpoint loaded without `load_in_4bit`),
   so the final folder is an ordinary unquantised checkpoint; its outputs differ from the 4-bit training model by the
