@@ -109,6 +109,16 @@ def test_an_edited_recipe_redoes_its_stage_and_every_later_one(quick_run, monkey
     assert "[5/5] eval: done" in stdout
 
 
+def test_a_recipe_counts_by_its_settings_not_its_comments(tmp_path):
+    recipe = tmp_path / "finetune.yaml"
+    recipe.write_text("max_steps: 600  # ~14.5 min\nseed: 0\n")
+    original = demo.fingerprint([recipe], None)
+    recipe.write_text("# a new note\nmax_steps: 600  # measured again: 14.2 min\nseed: 0\n")
+    assert demo.fingerprint([recipe], None) == original
+    recipe.write_text("max_steps: 720\nseed: 0\n")
+    assert demo.fingerprint([recipe], None) != original
+
+
 def test_finished_stages_made_with_other_settings_are_refused(quick_run, capsys):
     out, _, _ = quick_run
     assert cli_main(["demo", "--quick", "--num-images", "8", "--output-dir", str(out)]) == 2

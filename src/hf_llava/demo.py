@@ -71,10 +71,16 @@ def stage_sources(root: Path) -> dict[str, list[Path]]:
 
 
 def fingerprint(files: list[Path], previous: dict | None) -> str:
-    """sha256 of the files' bytes and the previous stage's marker."""
+    """sha256 of the files and the previous stage's marker. A YAML recipe counts by its parsed settings, so editing
+    its comments does not redo a stage; other files count by their bytes."""
+    import yaml
+
     digest = hashlib.sha256(json.dumps(previous, sort_keys=True).encode())
     for path in files:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+        content = path.read_bytes()
+        if path.suffix in (".yaml", ".yml"):
+            content = json.dumps(yaml.safe_load(content), sort_keys=True).encode()
+        digest.update(path.name.encode() + b"\0" + content)
     return digest.hexdigest()
 
 
