@@ -13,8 +13,8 @@ from hf_llava.cli import main as cli_main
 from hf_llava.data.shapes import HELD_OUT_ID_OFFSET, QUESTION_TYPES, SHORT_ANSWER_SUFFIX
 
 STAGE_FILES = {
-    "data": ["caption/dataset_dict.json", "instruct/dataset_dict.json", "vqa/dataset_dict.json", "text/dataset_dict.json",
-             "build_report.json"],
+    "data": ["caption/dataset_dict.json", "instruct/dataset_dict.json", "vqa/dataset_dict.json",
+             "text/dataset_dict.json", "build_report.json"],
     "tower": ["model.safetensors", "config.json", "preprocessor_config.json", "contrastive_training.json"],
     "stage1-pretrain": ["model.safetensors", "config.json", "processor_config.json", "modeling_hf_llava.py"],
     "stage2-finetune": ["model.safetensors", "config.json", "chat_template.jinja", "README.md"],

@@ -105,8 +105,8 @@ def test_cache_refuses_zero3_whose_tower_is_partitioned():
 
     zero3 = HfDeepSpeedConfig({"zero_optimization": {"stage": 3}})  # while it lives, transformers sees ZeRO-3 on
     try:
+        assert zero3.is_zero3()
         with pytest.raises(ValueError, match="ZeRO-3.*zero2.yaml"):
             cache_image_features(model=None, processor=None, dataset=None, training_args=None)
     finally:
         unset_hf_deepspeed_config()
-    assert zero3.is_zero3()
