@@ -133,7 +133,8 @@ print(json.dumps({"module": type(model).__module__, "input_ids": inputs["input_i
 def test_cli_build_saves_a_checkpoint_that_reloads_with_remote_code(sources, tmp_path, capsys):
     out = tmp_path / "built"
     assert main(["build", "--vision-tower", sources["clip_full"], "--llm", sources["qwen2"],
-                 "--projector-type", "mlp2x_gelu", "--vision-feature-layer", "-2", "--pad-to-square", str(out)]) == 0
+                 "--projector-type", "mlp2x_gelu", "--vision-feature-layer", "-2", "--pad-to-square",
+                 "--image-position-embedding-std", "0.5", str(out)]) == 0
     assert "projector (new, untrained)" in capsys.readouterr().out
     for name in ("model.safetensors", "modeling_hf_llava.py", "processing_hf_llava.py", "configuration_hf_llava.py",
                  "chat_template.jinja", "tokenizer.json", "processor_config.json"):
@@ -141,6 +142,7 @@ def test_cli_build_saves_a_checkpoint_that_reloads_with_remote_code(sources, tmp
     assert not list(out.glob("*.bin"))
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == "hf_llava" and config["projector_type"] == "mlp2x_gelu"
+    assert config["image_position_embedding_std"] == 0.5
 
     image = tmp_path / "image.png"
     random_image(5).save(image)
@@ -154,6 +156,7 @@ def test_cli_build_saves_a_checkpoint_that_reloads_with_remote_code(sources, tmp
     model = AutoModelForImageTextToText.from_pretrained(out).eval()
     processor = AutoProcessor.from_pretrained(out)
     assert processor.pad_to_square
+    assert 0.4 < model.multi_modal_projector.position_embedding.std().item() < 0.6  # the build initialised it
     conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "what is a red circle ?"}]}]
     inputs = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True, return_dict=True,
                                            return_tensors="pt", processor_kwargs={"images": [Image.open(image)]})

@@ -149,12 +149,19 @@ def test_round_trip_hf_llava_llava_hf_hf_llava(exported):
         assert getattr(back.config, field) == getattr(model.config, field), field
 
 
-def test_to_llava_hf_rejects_other_projectors(tmp_path):
+def test_to_llava_hf_rejects_what_native_llava_cannot_hold(tmp_path):
     model, processor = tiny_llava(projector_type="linear")
     model.save_pretrained(tmp_path / "linear")
     processor.save_pretrained(tmp_path / "linear")
     with pytest.raises(ConversionError, match=r"'linear'.*mlp2x_gelu"):
         to_llava_hf(tmp_path / "linear", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+    model, processor = tiny_llava(image_position_embedding_std=0.5)
+    model.save_pretrained(tmp_path / "positions")
+    processor.save_pretrained(tmp_path / "positions")
+    with pytest.raises(ConversionError, match=r"image_position_embedding_std=0\.5.*per image token position"):
+        to_llava_hf(tmp_path / "positions", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 

@@ -39,6 +39,7 @@ def test_config_derives_image_seq_length_and_round_trips():
         (dict(projector_type="identity"), "identity"),
         (dict(image_seq_length=99), "image_seq_length=99"),
         (dict(vision_model_type="siglip_vision_model", vision_feature_select_strategy="default"), "has none"),
+        (dict(image_position_embedding_std=-1.0), "image_position_embedding_std must be >= 0"),
     ],
 )
 def test_config_rejects_inconsistent_settings(overrides, message):
@@ -85,6 +86,32 @@ def test_identity_projector_when_widths_match():
     assert not list(model.multi_modal_projector.parameters())
     features = model.get_image_features(torch.randn(2, 3, 28, 28))
     assert features.shape == (2, config.image_seq_length, 64)
+
+
+def test_image_position_embedding_marks_where_each_image_token_sits(tmp_path):
+    plain, _ = tiny_llava()
+    assert plain.multi_modal_projector.position_embedding is None
+    same_patch_everywhere = torch.randn(1, 1, 32).expand(2, plain.config.image_seq_length, 32)
+    output = plain.multi_modal_projector(same_patch_everywhere)
+    assert torch.equal(output, output[:, :1].expand_as(output))  # as in LLaVA: a token cannot tell where it is
+
+    model, processor = tiny_llava(image_position_embedding_std=0.5)
+    embedding = model.multi_modal_projector.position_embedding
+    assert embedding.shape == (model.config.image_seq_length, 64)
+    assert 0.4 < embedding.std().item() < 0.6  # initialised with the configured std (not left empty or zero)
+    output = model.multi_modal_projector(same_patch_everywhere)
+    torch.testing.assert_close(output - output[:, :1], (embedding - embedding[:1]).expand_as(output))
+
+    inputs = prompt_inputs(processor, [QUESTION], [[random_image()]])
+    model(**inputs, labels=inputs["input_ids"]).loss.backward()
+    assert embedding.grad.abs().sum() > 0  # it trains with the projector
+
+    model.save_pretrained(tmp_path)
+    loaded = HfLlavaForConditionalGeneration.from_pretrained(tmp_path).eval()
+    assert loaded.config.image_position_embedding_std == 0.5
+    torch.testing.assert_close(loaded.multi_modal_projector.position_embedding, embedding, rtol=0, atol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**inputs).logits, model(**inputs).logits)
 
 
 def test_feature_layers_select_and_concatenate_hidden_states():

@@ -124,6 +124,7 @@ def build_llava(
     vision_feature_layer: int | list[int] = -2,
     vision_feature_select_strategy: str | None = None,
     pad_to_square: bool = False,
+    image_position_embedding_std: float = 0.0,
     dtype="auto",
 ):
     """Compose an untrained (model, processor) from a vision tower and a causal LM (Hub ids or local paths).
@@ -149,6 +150,7 @@ def build_llava(
         vision_feature_layer=vision_feature_layer,
         vision_feature_select_strategy=vision_feature_select_strategy,
         projector_type=projector_type,
+        image_position_embedding_std=image_position_embedding_std,
         tie_word_embeddings=bool(language_model.config.tie_word_embeddings),
     )
 
@@ -224,6 +226,7 @@ def run(args: argparse.Namespace) -> int:
         vision_feature_layer=feature_layer(args.vision_feature_layer),
         vision_feature_select_strategy=args.select_strategy,
         pad_to_square=args.pad_to_square,
+        image_position_embedding_std=args.image_position_embedding_std,
         dtype=args.dtype,
     )
     out = save_llava(model, processor, args.out)
@@ -246,6 +249,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--vision-feature-layer", type=int, nargs="+", default=[-2], help="vision hidden-state index, or several (concatenated); default -2")
     parser.add_argument("--select-strategy", choices=["default", "full"], default=None, help="'default' drops CLS, 'full' keeps all; default: by tower (CLIP default, SigLIP full)")
     parser.add_argument("--pad-to-square", action="store_true", help="pad images to a square with the mean colour (LLaVA-1.5)")
+    parser.add_argument("--image-position-embedding-std", type=float, default=0.0, help="> 0: a learned vector per image token position, added to the projector's output (initialised with this std; not in LLaVA or native llava); default 0: none")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="weights dtype (default: as stored)")
     parser.add_argument("out", help="output directory")
     parser.set_defaults(func=run)

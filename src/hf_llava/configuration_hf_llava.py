@@ -60,6 +60,10 @@ class HfLlavaConfig(PreTrainedConfig):
         projector_type: "linear" (LLaVA-1), "mlpNx_gelu" (LLaVA-1.5 uses "mlp2x_gelu") or "identity".
         projector_bias: whether the projector's Linear layers have a bias.
         projector_hidden_act: activation between projector layers.
+        image_position_embedding_std: when > 0, the projector also holds a learned vector per image-feature position
+            (`image_seq_length` x the LLM's width, initialised N(0, std)) added to its output, so each image token
+            says where in the image it sits; 0 (LLaVA, native llava): none. For towers whose patch features keep
+            little of their position (the shapes demo's 3 x 3-token tower).
         tie_word_embeddings: tie `lm_head` to the LLM's input embeddings (inherits the text config's choice).
     """
 
@@ -80,6 +84,7 @@ class HfLlavaConfig(PreTrainedConfig):
     projector_type: str = "mlp2x_gelu"
     projector_bias: bool = True
     projector_hidden_act: str = "gelu"
+    image_position_embedding_std: float = 0.0
     tie_word_embeddings: bool = False
     auto_map: dict | None = None
 
@@ -98,6 +103,8 @@ class HfLlavaConfig(PreTrainedConfig):
                 raise ValueError("vision_feature_layer must not be an empty list")
 
         depth = projector_depth(self.projector_type)
+        if self.image_position_embedding_std < 0:
+            raise ValueError(f"image_position_embedding_std must be >= 0, got {self.image_position_embedding_std}")
         if depth == 0 and self.projector_input_size != self.text_config.hidden_size:
             raise ValueError(
                 f"projector_type 'identity' needs vision features of the LLM's width: vision gives "

@@ -205,6 +205,12 @@ def to_llava_hf(src: str | Path, out: str | Path, chat_template: str | None = No
             f"(LlavaForConditionalGeneration only has the {NATIVE_PROJECTOR!r} projector: Linear, "
             f"{config.projector_hidden_act}, Linear); keep this checkpoint in the hf_llava format"
         )
+    if config.image_position_embedding_std > 0:
+        raise ConversionError(
+            f"{Path(src) / 'config.json'}: image_position_embedding_std={config.image_position_embedding_std} means "
+            "its projector adds a learned vector per image token position, which native llava's projector does not "
+            "have; keep this checkpoint in the hf_llava format"
+        )
     model = HfLlavaForConditionalGeneration.from_pretrained(src, dtype="auto")
     native_config = LlavaConfig(
         vision_config=config.vision_config,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
+from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutputWithPast, ModelOutput
@@ -43,7 +44,8 @@ class HfLlavaCausalLMOutputWithPast(ModelOutput):
 
 
 class HfLlavaMultiModalProjector(nn.Module):
-    """`linear` (LLaVA-1), `mlpNx_gelu` (LLaVA-1.5: N=2) or `identity`; layers are named linear_1..linear_N."""
+    """`linear` (LLaVA-1), `mlpNx_gelu` (LLaVA-1.5: N=2) or `identity`; layers are named linear_1..linear_N, plus an
+    optional learned `position_embedding` per image-feature position (config.image_position_embedding_std > 0)."""
 
     def __init__(self, config: HfLlavaConfig):
         super().__init__()
@@ -55,6 +57,12 @@ class HfLlavaMultiModalProjector(nn.Module):
             self.add_module(f"linear_{index}", layer)
         if self.depth > 1:
             self.act = ACT2FN[config.projector_hidden_act]
+        # The LLM's 1-D positions give an image token's place in the sequence, not its column in the image grid; where
+        # the tower's features keep little of it, a learned vector per position carries it.
+        if config.image_position_embedding_std > 0:
+            self.position_embedding = nn.Parameter(torch.empty(config.image_seq_length, width))
+        else:
+            self.register_parameter("position_embedding", None)
 
     def forward(self, image_features: torch.Tensor) -> torch.Tensor:
         hidden_states = image_features
@@ -62,6 +70,8 @@ class HfLlavaMultiModalProjector(nn.Module):
             if index > 1:
                 hidden_states = self.act(hidden_states)
             hidden_states = getattr(self, f"linear_{index}")(hidden_states)
+        if self.position_embedding is not None:
+            hidden_states = hidden_states + self.position_embedding
         return hidden_states
 
 
@@ -77,6 +87,11 @@ class HfLlavaPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, HfLlavaMultiModalProjector) and module.position_embedding is not None:
+            init.normal_(module.position_embedding, mean=0.0, std=self.config.image_position_embedding_std)
 
 
 class HfLlavaModel(HfLlavaPreTrainedModel):

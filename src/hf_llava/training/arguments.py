@@ -85,6 +85,11 @@ class LlavaArguments:
         default_factory=lambda: [-2],
         metadata={"help": "vision hidden-state index whose patch features feed the projector (LLaVA's "
                           "mm_vision_select_layer, -2), or several, concatenated (model from parts only)"})
+    image_position_embedding_std: float = field(
+        default=0.0,
+        metadata={"help": "> 0: the projector also learns a vector per image token position, added to its output "
+                          "and initialised with this std, for towers whose features keep little of where a patch "
+                          "is (not in LLaVA; such a model does not export to native llava); model from parts only"})
     chat_template: str | None = field(
         default=None,
         metadata={"help": "named template (plain, vicuna_v1, chatml, llama2); replaces a checkpoint's template "

@@ -107,6 +107,7 @@ def _compose(args: LlavaArguments, dtype: str, seed: int):
     def build(vision_tower: str):
         return build_llava(vision_tower, args.llm, projector_type=args.projector_type,
                            vision_feature_layer=feature_layer(args.vision_feature_layer),
+                           image_position_embedding_std=args.image_position_embedding_std,
                            chat_template=args.chat_template, dtype=dtype)
 
     if args.vision_tower:
