@@ -135,7 +135,8 @@ def test_cli_build_saves_a_checkpoint_that_reloads_with_remote_code(sources, tmp
     assert main(["build", "--vision-tower", sources["clip_full"], "--llm", sources["qwen2"],
                  "--projector-type", "mlp2x_gelu", "--vision-feature-layer", "-2", "--pad-to-square",
                  "--image-position-embedding-std", "0.5", str(out)]) == 0
-    assert "projector (new, untrained)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "projector (new, untrained)" in printed and "per-position embedding (init std 0.5)" in printed
     for name in ("model.safetensors", "modeling_hf_llava.py", "processing_hf_llava.py", "configuration_hf_llava.py",
                  "chat_template.jinja", "tokenizer.json", "processor_config.json"):
         assert (out / name).is_file(), name

@@ -208,6 +208,8 @@ def describe(model) -> str:
         f"  image: {config.image_seq_length} tokens (<image> id {config.image_token_id}), vision layer "
         f"{config.vision_feature_layer}, strategy {config.vision_feature_select_strategy!r}, projector "
         f"{config.projector_type!r}"
+        + (f" + a learned per-position embedding (init std {config.image_position_embedding_std})"
+           if config.image_position_embedding_std else "")
     )
     return "\n".join(lines)
 
