@@ -134,6 +134,18 @@ def test_vision_feature_layers_are_concatenated_into_the_projector(parts, tmp_pa
     assert trainer.model.model.multi_modal_projector.linear_1.in_features == 2 * config.vision_config.hidden_size
 
 
+def test_image_position_embedding_trains_with_the_projector_and_is_saved(parts, tmp_path):
+    from safetensors.torch import load_file
+
+    snapshot = Snapshot()
+    trainer = sft.main(stage1_args(parts, tmp_path, "--max_steps", "2", "--image_position_embedding_std", "0.5"),
+                       callbacks=[snapshot])
+    name = "model.multi_modal_projector.position_embedding"
+    assert name in snapshot.changed(trainer.model)
+    trained = dict(trainer.model.named_parameters())[name]
+    torch.testing.assert_close(load_file(tmp_path / "model.safetensors")[name], trained, rtol=0, atol=0)
+
+
 def test_stage2_trains_projector_and_llm_never_the_tower(parts, stage1, tmp_path):
     snapshot = Snapshot()
     trainer = sft.main(stage2_args(parts, stage1, tmp_path, "--max_steps", "3"), callbacks=[snapshot])
