@@ -146,6 +146,21 @@ def test_image_position_embedding_trains_with_the_projector_and_is_saved(parts, 
     torch.testing.assert_close(load_file(tmp_path / "model.safetensors")[name], trained, rtol=0, atol=0)
 
 
+def test_image_position_embedding_added_to_a_checkpoint_at_stage2_with_lora(parts, stage1, tmp_path):
+    from safetensors.torch import load_file
+
+    snapshot = Snapshot()
+    trainer = sft.main(stage2_args(parts, stage1, tmp_path, "--max_steps", "2", "--use_peft", "true",
+                                   "--image_position_embedding_std", "0.5"), callbacks=[snapshot])
+    trained = [name for name in snapshot.changed(trainer.model) if name.endswith("position_embedding")]
+    assert len(trained) == 1 and "modules_to_save" in trained[0]  # trains fully, with the projector
+    assert json.loads((tmp_path / "config.json").read_text())["image_position_embedding_std"] == 0.5
+    saved = load_file(tmp_path / "model.safetensors")["model.multi_modal_projector.position_embedding"]
+    assert 0.3 < saved.std().item() < 0.7  # initialised with the given std when added (the stage-1 folder has none)
+    # the merged folder holds the trained vectors, not those of the fresh base the merge starts from
+    torch.testing.assert_close(saved, dict(trainer.model.named_parameters())[trained[0]], rtol=0, atol=0)
+
+
 def test_stage2_trains_projector_and_llm_never_the_tower(parts, stage1, tmp_path):
     snapshot = Snapshot()
     trainer = sft.main(stage2_args(parts, stage1, tmp_path, "--max_steps", "3"), callbacks=[snapshot])

@@ -89,7 +89,8 @@ class LlavaArguments:
         default=0.0,
         metadata={"help": "> 0: the projector also learns a vector per image token position, added to its output "
                           "and initialised with this std, for towers whose features keep little of where a patch "
-                          "is (not in LLaVA; such a model does not export to native llava); model from parts only"})
+                          "is (not in LLaVA; such a model does not export to native llava): built with a model from "
+                          "parts, or added to a checkpoint that has none (the shapes demo adds it at stage 2)"})
     chat_template: str | None = field(
         default=None,
         metadata={"help": "named template (plain, vicuna_v1, chatml, llama2); replaces a checkpoint's template "

@@ -40,7 +40,7 @@ def load_model_and_processor(args: LlavaArguments, model_args, seed: int = 0):
     if model_args.model_name_or_path:
         if args.vision_tower or args.vision_tower_config or args.llm:
             raise ValueError("give either model_name_or_path (a checkpoint) or vision_tower/llm (parts), not both")
-        model, processor = _load_checkpoint(model_args)
+        model, processor = _load_checkpoint(model_args, args.image_position_embedding_std)
     else:
         if model_args.load_in_4bit:
             raise ValueError("QLoRA (load_in_4bit) loads a checkpoint in 4-bit: set model_name_or_path (e.g. stage "
@@ -89,14 +89,21 @@ def prepare_quantized(model):
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
 
 
-def _load_checkpoint(model_args):
-    from .. import HfLlavaForConditionalGeneration, HfLlavaProcessor
+def _load_checkpoint(model_args, image_position_embedding_std: float = 0.0):
+    """The checkpoint; with `image_position_embedding_std` > 0 and a checkpoint without a per-position embedding, one
+    is added (initialised with that std; e.g. at stage 2: added at stage 1 it did not help, see the README)."""
+    from .. import HfLlavaConfig, HfLlavaForConditionalGeneration, HfLlavaProcessor
 
     kwargs = dict(revision=model_args.model_revision)
+    if image_position_embedding_std:
+        config = HfLlavaConfig.from_pretrained(model_args.model_name_or_path, **kwargs)
+        if not config.image_position_embedding_std:  # a checkpoint that has one keeps its trained vectors
+            config.image_position_embedding_std = image_position_embedding_std
+            kwargs["config"] = config
     model = HfLlavaForConditionalGeneration.from_pretrained(
         model_args.model_name_or_path, dtype=model_args.dtype, attn_implementation=model_args.attn_implementation,
         quantization_config=quantization_config(model_args), **kwargs)
-    processor = HfLlavaProcessor.from_pretrained(model_args.model_name_or_path, **kwargs)
+    processor = HfLlavaProcessor.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
     return model, processor
 
 
