@@ -100,6 +100,8 @@ def _load_checkpoint(model_args, image_position_embedding_std: float = 0.0):
         if not config.image_position_embedding_std:  # a checkpoint that has one keeps its trained vectors
             config.image_position_embedding_std = image_position_embedding_std
             kwargs["config"] = config
+            logger.info("adding a learned per-position image embedding (init std %s) to %s: the load report lists it "
+                        "as missing, newly initialised", image_position_embedding_std, model_args.model_name_or_path)
     model = HfLlavaForConditionalGeneration.from_pretrained(
         model_args.model_name_or_path, dtype=model_args.dtype, attn_implementation=model_args.attn_implementation,
         quantization_config=quantization_config(model_args), **kwargs)
