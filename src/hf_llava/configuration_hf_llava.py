@@ -102,9 +102,9 @@ class HfLlavaConfig(PreTrainedConfig):
             if not self.vision_feature_layer:
                 raise ValueError("vision_feature_layer must not be an empty list")
 
-        depth = projector_depth(self.projector_type)
         if self.image_position_embedding_std < 0:
             raise ValueError(f"image_position_embedding_std must be >= 0, got {self.image_position_embedding_std}")
+        depth = projector_depth(self.projector_type)
         if depth == 0 and self.projector_input_size != self.text_config.hidden_size:
             raise ValueError(
                 f"projector_type 'identity' needs vision features of the LLM's width: vision gives "

@@ -94,18 +94,19 @@ def _load_checkpoint(model_args, image_position_embedding_std: float = 0.0):
     is added (initialised with that std; e.g. at stage 2: added at stage 1 it did not help, see the README)."""
     from .. import HfLlavaConfig, HfLlavaForConditionalGeneration, HfLlavaProcessor
 
-    kwargs = dict(revision=model_args.model_revision)
+    path, revision = model_args.model_name_or_path, model_args.model_revision
+    overrides = {}
     if image_position_embedding_std:
-        config = HfLlavaConfig.from_pretrained(model_args.model_name_or_path, **kwargs)
+        config = HfLlavaConfig.from_pretrained(path, revision=revision)
         if not config.image_position_embedding_std:  # a checkpoint that has one keeps its trained vectors
             config.image_position_embedding_std = image_position_embedding_std
-            kwargs["config"] = config
+            overrides["config"] = config
             logger.info("adding a learned per-position image embedding (init std %s) to %s: the load report lists it "
-                        "as missing, newly initialised", image_position_embedding_std, model_args.model_name_or_path)
+                        "as missing, newly initialised", image_position_embedding_std, path)
     model = HfLlavaForConditionalGeneration.from_pretrained(
-        model_args.model_name_or_path, dtype=model_args.dtype, attn_implementation=model_args.attn_implementation,
-        quantization_config=quantization_config(model_args), **kwargs)
-    processor = HfLlavaProcessor.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
+        path, revision=revision, dtype=model_args.dtype, attn_implementation=model_args.attn_implementation,
+        quantization_config=quantization_config(model_args), **overrides)
+    processor = HfLlavaProcessor.from_pretrained(path, revision=revision)
     return model, processor
 
 
