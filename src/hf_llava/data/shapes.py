@@ -15,13 +15,12 @@ Design notes
   held-out scenes.
 - VQA rows hold one question each. Packing a scene's five questions into one conversation (as LLaVA-1.5 packs
   VQAv2) leaks answers through the text on scenes this small: "Where is the orange square?" tells a later "Is there
-  an orange square?" its answer (93% "yes" when both words came earlier, 65% "no" otherwise), and a model trained so
-  answered every held-out, single-question existence query "no".
+  an orange square?" its answer, and a model trained so learns the text cue instead of the picture (see
+  docs/demo-log.md).
 - The `text` config asks the same kinds of questions about scenes given in words ("The image shows a small red
   square in the top right corner and ..."), text-only rows like LLaVA-1.5's ShareGPT share. Matching question words
-  against a scene is what the demo's model fails to learn from images (existence at chance); from text, LoRA on
-  SmolLM2-135M learns existence within ~50 steps of 8 (the frozen model answers "no" to everything). Mixed 1:1
-  into existence-only image rows it lifted image existence from 51% (always "yes") to 63% after 200 steps of 8.
+  against a scene is hard for a small model to learn from images alone and quick to learn from words; mixed into
+  the image rows, what is learnt on words partly carries over to the image tokens (measured in docs/demo-log.md).
 """
 
 from __future__ import annotations

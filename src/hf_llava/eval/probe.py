@@ -8,8 +8,8 @@ Design notes
   rows, L2 penalty, L-BFGS in torch, so no scikit-learn) fit on training-scene questions and scored on held-out
   ones; a held-out answer never seen in training counts as wrong.
 - Next to the generated answers' accuracy (`hf-llava eval shapes`) this separates perception from readout: what a
-  probe reads but the answers miss is there in the model but not yet mapped to the output. On the demo model:
-  existence probed at 83.5% vs 51% answered, position 53.5% vs 21.5%.
+  probe reads but the answers miss is there in the model but not yet mapped to the output (findings in
+  docs/demo-log.md).
 - `blank_image` repeats the probes with mean-grey images: a probe that still beats chance reads the question text.
 """
 
