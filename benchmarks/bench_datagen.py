@@ -7,8 +7,8 @@ parser + validator.
 
 Both measurements (after a one-request warm-up that pays the client's one-time import cost) drive
 `engine.run_live` with the real `AsyncOpenAI` client, a real cache file and the real prompts (a full few-shot
-prompt per request); only the teacher is fake, and it runs in its own process (`python -m
-hf_llava.testing.openai_server`) so that it does not share this process's GIL. Goal: >= 20x records/s at 32 vs 1.
+prompt per request); only the teacher is fake, and it runs in its own process (`python
+tests/servers/openai_server.py`) so that it does not share this process's GIL. Goal: >= 20x records/s at 32 vs 1.
 """
 
 from __future__ import annotations
@@ -31,8 +31,11 @@ from hf_llava.datagen.engine import Progress, Request, Settings, make_client, ok
 from hf_llava.datagen.pricing import CostBudget, PriceTable
 from hf_llava.datagen.prompts import USES_BOXES, load_prompts
 from hf_llava.datagen.validate import check
-from hf_llava.testing.coco_files import write_coco
-from hf_llava.testing.openai_server import fake_output
+
+SERVERS = Path(__file__).resolve().parents[1] / "tests" / "servers"  # test helpers: not part of the package
+sys.path.insert(0, str(SERVERS.parent))
+from servers.coco_files import write_coco  # noqa: E402
+from servers.openai_server import fake_output  # noqa: E402
 
 MODEL = "gpt-4o-mini"
 
@@ -92,7 +95,7 @@ def main() -> None:
     args = parser.parse_args()
     n_parallel = args.parallel_requests or 10 * args.concurrency
     os.environ.setdefault("OPENAI_API_KEY", "sk-loopback")
-    server = subprocess.Popen([sys.executable, "-m", "hf_llava.testing.openai_server", "--port", "0",
+    server = subprocess.Popen([sys.executable, str(SERVERS / "openai_server.py"), "--port", "0",
                                "--latency", str(args.latency), "--api-key", os.environ["OPENAI_API_KEY"]],
                               stdout=subprocess.PIPE, text=True)
     try:

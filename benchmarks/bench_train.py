@@ -52,7 +52,7 @@ def make_parts(root: Path, rows: int) -> dict:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from hf_llava.data.schema import features
-    from hf_llava.demo import save_random_clip_tower
+    from hf_llava.training.model import save_random_clip_tower
     from hf_llava.testing import tiny_tokenizer
 
     tower = save_random_clip_tower(root / "tower", seed=0, **VISION)

@@ -32,12 +32,12 @@ os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{os.environ['HF_LLAVA_TEST_HUB_PO
 
 @pytest.fixture(scope="session")
 def hub_server(tmp_path_factory):
-    """A loopback Hugging Face Hub on HF_ENDPOINT for the session (hf_llava.testing.hub_server).
+    """A loopback Hugging Face Hub on HF_ENDPOINT for the session (tests/servers/hub_server.py).
 
     Writes need `token=hub_server.token`; repos live for the whole session, so use unique names. Files from
     1 KiB on go through git-LFS, so small test files exercise both upload paths.
     """
-    from hf_llava.testing.hub_server import HubServer
+    from servers.hub_server import HubServer
 
     port = int(os.environ["HF_LLAVA_TEST_HUB_PORT"])
     with HubServer(tmp_path_factory.mktemp("hub"), port=port, lfs_threshold=1024) as server:

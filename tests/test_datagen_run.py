@@ -21,8 +21,8 @@ from hf_llava.datagen.cache import Key, ResponseCache
 from hf_llava.datagen.pipeline import GenerateConfig, generate
 from hf_llava.datagen.pricing import PriceTable
 from hf_llava.datagen.prompts import load_prompts
-from hf_llava.testing.coco_files import write_coco
-from hf_llava.testing.openai_server import Faults, OpenAIServer
+from servers.coco_files import write_coco
+from servers.openai_server import Faults, OpenAIServer
 
 MODEL = "gpt-4o-mini"
 

@@ -1,4 +1,4 @@
-"""The loopback Hub server (hf_llava.testing.hub_server) driven by the real clients: huggingface_hub, datasets and
+"""The loopback Hub server (tests/servers/hub_server.py) driven by the real clients: huggingface_hub, datasets and
 transformers, exactly as the package's push/load features use them."""
 
 import hashlib
@@ -17,7 +17,7 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import get_session
 
-from hf_llava.testing.hub_server import HubServer
+from servers.hub_server import HubServer
 
 
 @pytest.fixture

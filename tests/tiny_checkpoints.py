@@ -5,8 +5,8 @@ from pathlib import Path
 import torch
 
 from hf_llava.chat_templates import get_chat_template
-from hf_llava.demo import save_random_clip_tower
 from hf_llava.testing import TEXT_CONFIGS, VISION_CONFIGS, tiny_tokenizer
+from hf_llava.training.model import save_random_clip_tower
 
 WORDS = ["<unk>", "<|im_start|>", "<|im_end|>", "user", "assistant", "what", "is", "a", "red", "circle", "?", "."]
 

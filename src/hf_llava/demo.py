@@ -25,7 +25,7 @@ Design notes
   silently mixed). `inputs` fingerprints what the stage was made from: its recipe or data-builder files and the
   previous stage's marker. So an edited recipe (or a newer hf-llava's data builder) redoes that stage and every
   later one, and a redone stage redoes the ones after it, instead of reusing results made from something else.
-- `--quick` runs the same pipeline with a tiny random LLM and tower (hf_llava.testing sizes) for a few steps: the
+- `--quick` runs the same pipeline with a tiny random LLM and tower (hf_llava.tiny sizes) for a few steps: the
   CI smoke test. The numbers it prints are meaningless; the full run's are the README's.
 """
 
@@ -97,22 +97,6 @@ def train_tower(recipe: Path, out: Path, data: Path, extra: list[str]) -> dict:
     print("  python -m hf_llava.training.contrastive " + " ".join(argv))
     summary = contrastive_main(argv)
     return {key: value for key, value in summary.items() if key != "seconds"}  # the stage marker times the stage
-
-
-def save_random_clip_tower(out_dir: str | Path, seed: int = 0, **config) -> Path:
-    """A randomly initialised CLIP vision tower plus its image processor, saved like a pretrained one (the demo's
-    tower is trained from scratch from such a folder; `hf_llava.training` composes it the same way)."""
-    import torch
-    from transformers import CLIPImageProcessorPil, CLIPVisionConfig, CLIPVisionModel
-
-    vision_config = CLIPVisionConfig(**config)
-    torch.manual_seed(seed)
-    CLIPVisionModel(vision_config).save_pretrained(out_dir)
-    size = vision_config.image_size
-    CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size}).save_pretrained(
-        out_dir
-    )
-    return Path(out_dir)
 
 
 def repo_root() -> Path:
@@ -204,11 +188,11 @@ def train(sft, recipe: Path, out: Path, data: Path, extra: list[str]) -> dict:
 
 
 def save_tiny_llm(path: Path) -> Path:
-    """--quick: a tiny random Llama (hf_llava.testing sizes and tokenizer) saved like a pretrained LLM."""
+    """--quick: a tiny random Llama (hf_llava.tiny sizes and tokenizer) saved like a pretrained LLM."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from .testing import TEXT_CONFIGS, tiny_tokenizer
+    from .tiny import TEXT_CONFIGS, tiny_tokenizer
 
     tokenizer = tiny_tokenizer(chat_template=None)
     config = LlamaConfig(**TEXT_CONFIGS["llama"], vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id,
@@ -287,7 +271,7 @@ def run_demo(out_dir: str | Path = "outputs/demo", settings: DemoSettings = Demo
     tower = out / "tower"
     tower_extra, stage1_extra, stage2_extra = [], ["--vision_tower", str(tower)], []
     if settings.quick:
-        from .testing import VISION_CONFIGS
+        from .tiny import VISION_CONFIGS
 
         llm = out / "tiny-llm"
         if not (llm / "config.json").is_file():

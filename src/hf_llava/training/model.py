@@ -22,6 +22,7 @@ Design notes
 import logging
 import re
 import tempfile
+from pathlib import Path
 
 from .arguments import LlavaArguments
 
@@ -112,7 +113,6 @@ def _load_checkpoint(model_args, image_position_embedding_std: float = 0.0):
 
 def _compose(args: LlavaArguments, dtype: str, seed: int):
     from ..build import build_llava, feature_layer
-    from ..demo import save_random_clip_tower
 
     def build(vision_tower: str):
         return build_llava(vision_tower, args.llm, projector_type=args.projector_type,
@@ -125,6 +125,22 @@ def _compose(args: LlavaArguments, dtype: str, seed: int):
     with tempfile.TemporaryDirectory(prefix="hf_llava_tower_") as tower_dir:
         save_random_clip_tower(tower_dir, seed=seed, **args.vision_tower_config)
         return build(tower_dir)
+
+
+def save_random_clip_tower(out_dir: str | Path, seed: int = 0, **config) -> Path:
+    """A randomly initialised CLIP vision tower (`config`: CLIPVisionConfig fields) plus its image processor, saved
+    like a pretrained one, so a tower trained from scratch is composed through the same path."""
+    import torch
+    from transformers import CLIPImageProcessorPil, CLIPVisionConfig, CLIPVisionModel
+
+    vision_config = CLIPVisionConfig(**config)
+    torch.manual_seed(seed)
+    CLIPVisionModel(vision_config).save_pretrained(out_dir)
+    size = vision_config.image_size
+    CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size}).save_pretrained(
+        out_dir
+    )
+    return Path(out_dir)
 
 
 def set_trainable(model, stage: int, tune_vision_tower: bool = False) -> dict[str, int]:

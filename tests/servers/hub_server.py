@@ -22,7 +22,7 @@ Design choices:
 - Not supported: pull requests (`create_pr`), discussions, Xet storage, `.gitignore` (`shouldIgnore` is always
   false), pagination (one page always) and canonical single-segment repo ids such as "gpt2".
 
-Manual try: `python -m hf_llava.testing.hub_server --root /tmp/hub --port 8765`, then
+Manual try: `python tests/servers/hub_server.py --root /tmp/hub --port 8765`, then
 `HF_ENDPOINT=http://127.0.0.1:8765 HF_HUB_DISABLE_XET=1 HF_TOKEN=hf_test_token python ...`.
 """
 

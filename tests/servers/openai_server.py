@@ -12,7 +12,7 @@ Design notes
   sleep past the client's timeout, malformed or leaking outputs for chosen image ids, and `kill()` which
   drops every connection like a dead process. Every request is appended to `log` (and to `log_file` as JSONL)
   with its key, attempt number and status: tests use it to prove that no finished key was requested twice.
-- Run standalone: `python -m hf_llava.testing.openai_server --port 8000 --latency 0.2`.
+- Run standalone: `python tests/servers/openai_server.py --port 8000 --latency 0.2`.
 """
 
 from __future__ import annotations
@@ -471,7 +471,7 @@ def _ids(text: str) -> frozenset:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m hf_llava.testing.openai_server",
+    parser = argparse.ArgumentParser(prog="python tests/servers/openai_server.py",
                                      description="Loopback OpenAI-compatible server with fault injection.")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per chat request")
