@@ -15,6 +15,7 @@ SUBCOMMANDS = [
     "hf_llava.demo",
     "hf_llava.datagen.cli",
     "hf_llava.eval.cli",
+    "hf_llava.inference.serve",
 ]
 
 

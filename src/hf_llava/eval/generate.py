@@ -86,12 +86,12 @@ def generate_answers(model, processor, rows, batch_size: int = 16, max_new_token
     return map_prompt_batches(model, processor, rows, answer, batch_size, blank_images, desc)
 
 
-def load_model(path: str, dtype: str = "float32"):
-    """(model in eval mode, processor) from a hf_llava checkpoint folder or Hub id."""
+def load_model(path: str, dtype: str = "float32", device: str = "cpu"):
+    """(model in eval mode on `device`, processor) from a hf_llava checkpoint folder or Hub id."""
     from .. import HfLlavaForConditionalGeneration, HfLlavaProcessor
 
     try:
         model = HfLlavaForConditionalGeneration.from_pretrained(path, dtype=dtype)
     except OSError as e:
         raise OSError(f"cannot load a hf_llava checkpoint from {path!r}: {e}") from e
-    return model.eval(), HfLlavaProcessor.from_pretrained(path)
+    return model.to(device).eval(), HfLlavaProcessor.from_pretrained(path)
