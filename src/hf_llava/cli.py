@@ -13,8 +13,10 @@ SUBCOMMANDS = [
     "hf_llava.convert",
     "hf_llava.build",
     "hf_llava.demo",
+    "hf_llava.training.cli",
     "hf_llava.datagen.cli",
     "hf_llava.eval.cli",
+    "hf_llava.inference.chat",
     "hf_llava.inference.serve",
 ]
 
