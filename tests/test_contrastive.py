@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from transformers import CLIPImageProcessorPil, CLIPVisionModel
 
 from hf_llava.data import shapes
 from hf_llava.testing import VISION_CONFIGS, tiny_tokenizer
-from hf_llava.training.contrastive import (ContrastiveSettings, image_caption_pairs, main,
+from hf_llava.training.contrastive import (ContrastiveSettings, image_caption_pairs, main, make_parser,
                                            sincos_position_embeddings, train_tower)
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -25,8 +26,8 @@ def caption_rows(n):
 
 
 def test_learns_to_match_images_and_captions(tmp_path):
-    # 48 scenes, 40 to train on (batch 16): the in-batch loss must fall well below chance (ln 16 = 2.77); measured
-    # 1.35 (mean of the last 10 steps); with a collapsed tower (e.g. lr 3e-3, no warm-up) it stays at chance.
+    # 48 scenes, 40 to train on (batch 16): the in-batch loss (mean of the last 10 steps) must fall well below chance
+    # (ln 16); with a collapsed tower (e.g. lr 3e-3, no warm-up) it stays at chance.
     settings = ContrastiveSettings(steps=60, batch_size=16, learning_rate=2e-3, heldout=8, text_config=TINY_TEXT,
                                    projection_dim=16)
     summary = train_tower(caption_rows(48), VISION_CONFIGS["clip_vision_model"], tiny_tokenizer(), tmp_path,
@@ -81,13 +82,31 @@ def test_cli_trains_a_tower_usable_by_the_recipe(tmp_path):
     Dataset.from_list(caption_rows(12)).save_to_disk(tmp_path / "data" / "caption")
     tok_dir = tmp_path / "tok"
     tiny_tokenizer().save_pretrained(tok_dir)
-    vision_config = json.dumps(VISION_CONFIGS["clip_vision_model"])
-    summary = main(["--data", str(tmp_path / "data"), "--vision-tower-config", vision_config,
-                    "--tokenizer", str(tok_dir), "--output-dir", str(tmp_path / "tower"), "--steps", "2",
-                    "--batch-size", "4", "--heldout", "2"])
-    assert summary["steps"] == 2 and summary["rows"] == 10
+    recipe = tmp_path / "tower.yaml"  # the shipped recipe's layout: sources as recipes/sft.py's `datasets`
+    recipe.write_text(yaml.safe_dump({
+        "datasets": [{"path": str(tmp_path / "data"), "name": "caption", "split": "train"}],
+        "vision_tower_config": VISION_CONFIGS["clip_vision_model"], "tokenizer": str(tok_dir),
+        "output_dir": str(tmp_path / "unused"), "steps": 300, "batch_size": 4, "heldout": 2}))
+    summary = main(["--config", str(recipe), "--output_dir", str(tmp_path / "tower"), "--steps", "2"])
+    assert summary["steps"] == 2 and summary["rows"] == 10  # flags override the YAML
+    assert not (tmp_path / "unused").exists()
     model, processor = build_llava(str(tmp_path / "tower"), str(save_llama(tmp_path / "llm")),
                                    chat_template="plain")
     image = shapes.render(next(shapes.generate_scenes(1, image_size=28)))
     inputs = processor(images=[image], text=["<image>\nA picture."], return_tensors="pt")
     assert model(**inputs).logits.shape[1] == inputs["input_ids"].shape[1]
+
+
+@pytest.mark.parametrize("recipe, message", [
+    ({"datasets": ["d"], "vision_tower_config": {"image_size": 28}, "output_dir": "o", "config_name": "caption"},
+     "Unknown arguments from config file.*config_name"),
+    ({"datasets": ["d"], "vision_tower_config": {"image_size": 28}}, "needs output_dir"),
+    ({"datasets": [{"path": "d", "config_name": "caption"}], "vision_tower_config": {"image_size": 28},
+      "output_dir": "o"}, "unknown dataset key"),
+])
+def test_bad_recipes_are_clear_errors(tmp_path, recipe, message):
+    # the pre-TrlParser keys (`data`, `config_name`) are refused by name, not ignored
+    path = tmp_path / "tower.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    with pytest.raises(ValueError, match=message):
+        make_parser().parse_args_and_config(["--config", str(path)])

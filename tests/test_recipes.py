@@ -104,20 +104,25 @@ def test_command_line_overrides_the_yaml():
     assert parse(RECIPES / "shapes-smollm2" / "pretrain.yaml")[0].vision_feature_layer == [-2]  # LLaVA's default
 
 
-def test_tower_recipe_parses_and_feeds_stage_1():
-    from hf_llava.training.contrastive import parse_args
+def parse_tower(*overrides: str):
+    from hf_llava.training.contrastive import make_parser as tower_parser
 
-    args = parse_args(["--config", str(TOWER_RECIPE), "--steps", "7"])
-    assert args.steps == 7 and args.batch_size == 128  # flags override the YAML, the YAML the defaults
+    return tower_parser().parse_args_and_config(["--config", str(TOWER_RECIPE), *overrides])
+
+
+def test_tower_recipe_parses_and_feeds_stage_1():
+    args, settings = parse_tower("--steps", "7")
+    assert settings.steps == 7 and settings.batch_size == 128  # flags override the YAML, the YAML the defaults
     assert args.vision_tower_config["image_size"] // args.vision_tower_config["patch_size"] == 3  # the 3x3 grid
-    assert args.sincos_positions is True  # YAML booleans reach the settings (off by default)
-    assert parse_args(["--config", str(TOWER_RECIPE), "--sincos-positions", "false"]).sincos_positions is False
+    assert settings.sincos_positions is True  # YAML booleans reach the settings (off by default)
+    assert parse_tower("--sincos_positions", "false")[1].sincos_positions is False
     assert "python -m hf_llava.training.contrastive --config recipes/shapes-smollm2/tower.yaml" in \
         TOWER_RECIPE.read_text()
     stage1, _, _ = parse(RECIPES / "shapes-smollm2" / "pretrain.yaml")
     assert stage1.vision_tower == args.output_dir and not stage1.tune_vision_tower
+    assert args.datasets == stage1.datasets  # the same caption rows, through the same DatasetSpec
     with pytest.raises(SystemExit):
-        parse_args(["--config", str(TOWER_RECIPE), "--steps", "x"])
+        parse_tower("--steps", "x")
 
 
 @pytest.mark.parametrize("item, message", [

@@ -86,14 +86,15 @@ def fingerprint(files: list[Path], previous: dict | None) -> str:
 
 QUICK = dict(quick=True, num_images=16, num_eval_images=2, eval_batch_size=5)
 QUICK_TRAINING = ["--max_steps", "2", "--per_device_train_batch_size", "4", "--logging_steps", "1"]
-QUICK_TOWER = ["--steps", "2", "--batch-size", "4", "--heldout", "2"]
+QUICK_TOWER = ["--steps", "2", "--batch_size", "4", "--heldout", "2"]
 
 
 def train_tower(recipe: Path, out: Path, data: Path, extra: list[str]) -> dict:
     """The contrastive tower trainer on the demo's caption rows; returns its summary (steps, losses, retrieval)."""
     from .training.contrastive import main as contrastive_main
 
-    argv = ["--config", str(recipe), "--data", str(data), "--output-dir", str(out), *extra]
+    argv = ["--config", str(recipe), "--output_dir", str(out),
+            "--datasets", *map(json.dumps, recipe_datasets(recipe, data)), *extra]
     print("  python -m hf_llava.training.contrastive " + " ".join(argv))
     summary = contrastive_main(argv)
     return {key: value for key, value in summary.items() if key != "seconds"}  # the stage marker times the stage
@@ -276,7 +277,7 @@ def run_demo(out_dir: str | Path = "outputs/demo", settings: DemoSettings = Demo
         llm = out / "tiny-llm"
         if not (llm / "config.json").is_file():
             save_tiny_llm(llm)
-        tower_extra = ["--tokenizer", str(llm), "--vision-tower-config",
+        tower_extra = ["--tokenizer", str(llm), "--vision_tower_config",
                        json.dumps(VISION_CONFIGS["clip_vision_model"]), *QUICK_TOWER]
         stage1_extra += ["--llm", str(llm), *QUICK_TRAINING]
         stage2_extra = QUICK_TRAINING

@@ -1,33 +1,36 @@
 """A CLIP-style vision tower trained from scratch on image-caption rows: LLaVA's tower is a contrastively trained
 CLIP, and the embedded CPU default needs one for synthetic shapes (no downloads).
 
-    python -m hf_llava.training.contrastive --config recipes/shapes-smollm2/tower.yaml
+    python -m hf_llava.training.contrastive --config recipes/shapes-smollm2/tower.yaml [--key value ...]
 
 Design notes
+- Configured as recipes/sft.py is: `TrlParser` over dataclasses (`TowerArguments`, `ContrastiveSettings`), so every
+  YAML key is also a `--key value` flag that overrides it, and `datasets` is the same list of `DatasetSpec` sources
+  (`{path, name, split, ...}`) loaded by the same `load_mixture`.
 - transformers' `CLIPModel`: the vision side is the tower being built (any `CLIPVisionConfig`), the text side a
   small `CLIPTextModel` over the LLM's tokenizer (any tokenizer works; it is thrown away after training). The
   caption embedding is the last real token's state (each caption ends with the tokenizer's EOS), not CLIP's
   argmax-id pooling, which assumes CLIP's own vocabulary.
 - Rows are canonical rows (the first image, the last assistant message as its caption), e.g. the synthetic-shapes
   `caption` config or LLaVA-Pretrain-style captions.
-- Measured on the demo's scenes (4,000 captions, batch 128, 300 steps, ~160 s on 2 cores): held-out image-to-text
-  top-1 72.5% of 200, and stage 1 on the frozen result learns a caption loss gap of 0.34 nats between real and
-  shuffled images, where a tower trained through the LLM from random init learned 0.02 (a soft prompt).
-- Stability: the loss sat at ln(batch) (no learning) at lr 3e-3 on tiny configs; the defaults warm up over 10% of
-  the steps, clip gradients at 1, decay only weight matrices, and clamp the learned temperature at CLIP's 100.
+- Why a contrastive tower at all: a tower trained through the frozen LLM from random init learned a soft prompt
+  (the caption loss barely depended on which image was shown); stage 1 on the frozen contrastive tower grounds.
+  The measured runs are in docs/demo-log.md.
+- Stability: with a higher learning rate and no warm-up the loss sat at ln(batch) (no learning) on tiny configs;
+  the defaults warm up over 10% of the steps, clip gradients at 1, decay only weight matrices, and clamp the
+  learned temperature at CLIP's 100.
 - Positions: LLaVA reads the patch tokens, so each must say where it is. From CLIP's 0.02-std init the learned
-  position embeddings stayed tiny next to the patch content (a linear probe read an occupied patch's grid cell at
-  18% on the demo's tower, chance 11%), and the LLM could not answer "where". `sincos_positions` starts them as
-  MAE's 2D sine-cosine table (still learned): 66%, with colour 100% and shape 96% (was 92%). It is off by default
-  (CLIP's init): the table's unit scale suits patch content of similar size, as the demo's 32-px patches give; on
-  the tests' 7-px patches it swamps the content (contrastive loss 1.83 instead of 1.35). Mean-pooling the patches
-  instead of the class token (13%) or each image with its patches shuffled as a hard negative (18%) did not help.
+  position embeddings stayed tiny next to the patch content: a linear probe could barely read an occupied patch's
+  grid cell, and the LLM could not answer "where". `sincos_positions` starts them as MAE's 2D sine-cosine table
+  (still learned), which the probe reads far better. It is off by default (CLIP's init): the table's unit scale
+  suits patch content of similar size, as the demo's 32-px patches give; on the tests' 7-px patches it swamps the
+  content and the contrastive loss ends higher. Mean-pooling the patches instead of the class token, or each image
+  with its patches shuffled as a hard negative, did not help.
 - The saved folder is a `CLIPVisionModel` + `CLIPImageProcessor`, loadable as any `vision_tower`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import random
@@ -39,24 +42,60 @@ import torch
 from torch.nn import functional as F
 
 from ..data.images import to_pil
+from .arguments import DatasetSpec
 
 DEFAULT_TEXT_CONFIG = {"hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 2,
                        "num_attention_heads": 4, "max_position_embeddings": 64}
 
 
 @dataclass
+class TowerArguments:
+    """What the tower trains on and where it goes; the optimisation settings are `ContrastiveSettings`."""
+
+    datasets: list[str] = field(
+        default_factory=list,
+        metadata={"help": "image-caption rows: YAML list of {path|llava_json, name, split, ...} as in recipes/sft.py; "
+                          "on the command line paths/Hub ids or JSON objects"})
+    vision_tower_config: dict | str | None = field(
+        default=None, metadata={"help": "the tower's CLIPVisionConfig fields (YAML mapping or JSON)"})
+    tokenizer: str = field(
+        default="smollm2", metadata={"help": "tokenizer for the captions (Hub id or path; 'smollm2': the bundled "
+                                             "SmolLM2's)"})
+    output_dir: str | None = field(
+        default=None, metadata={"help": "where the CLIPVisionModel and its image processor are saved"})
+
+    def __post_init__(self):
+        missing = [name for name in ("datasets", "vision_tower_config", "output_dir") if not getattr(self, name)]
+        if missing:
+            raise ValueError(f"tower training needs {', '.join(missing)}: set each in the --config YAML or as "
+                             "--key value on the command line")
+        if isinstance(self.vision_tower_config, str):
+            self.vision_tower_config = json.loads(self.vision_tower_config)
+        self.datasets = [DatasetSpec.parse(item) for item in self.datasets]
+
+
+@dataclass
 class ContrastiveSettings:
-    steps: int = 300
-    batch_size: int = 128
+    steps: int = field(default=300, metadata={"help": "optimizer steps"})
+    batch_size: int = field(default=128, metadata={"help": "captions per step (also the in-batch negatives)"})
     learning_rate: float = 1e-3
-    weight_decay: float = 0.1
-    warmup_ratio: float = 0.1
+    weight_decay: float = field(default=0.1, metadata={"help": "on weight matrices only"})
+    warmup_ratio: float = field(default=0.1, metadata={"help": "linear warm-up share of the steps, then cosine"})
     max_grad_norm: float = 1.0
-    projection_dim: int = 128
-    heldout: int = 200  # rows kept out of training to measure image-to-text retrieval
+    projection_dim: int = field(default=128, metadata={"help": "shared image-text embedding width"})
+    heldout: int = field(
+        default=200, metadata={"help": "last rows kept out of training to measure image-to-text retrieval"})
     seed: int = 0
-    sincos_positions: bool = False  # start the position embeddings as 2D sine-cosine instead (see the notes)
-    text_config: dict = field(default_factory=lambda: dict(DEFAULT_TEXT_CONFIG))
+    sincos_positions: bool = field(
+        default=False,
+        metadata={"help": "start the position embeddings as 2D sine-cosine instead of CLIP's init (see the notes)"})
+    text_config: dict | str | None = field(
+        default_factory=lambda: dict(DEFAULT_TEXT_CONFIG),
+        metadata={"help": "CLIPTextConfig fields of the throw-away text tower (YAML mapping or JSON)"})
+
+    def __post_init__(self):
+        if isinstance(self.text_config, str):
+            self.text_config = json.loads(self.text_config)
 
 
 def image_caption_pairs(dataset) -> list[tuple[object, str]]:
@@ -216,71 +255,28 @@ def train_tower(dataset, vision_config: dict, tokenizer, output_dir: str | Path,
     return summary
 
 
-def _load_rows(path: str, name: str | None, split: str):
-    from .arguments import DatasetSpec
-    from .data import load_source
+def make_parser():
+    from trl import TrlParser
 
-    return load_source(DatasetSpec(path=path, name=name, split=split))
-
-
-def make_parser() -> argparse.ArgumentParser:
-    from transformers.hf_argparser import string_to_bool
-
-    parser = argparse.ArgumentParser(
-        prog="python -m hf_llava.training.contrastive",
+    return TrlParser(
+        (TowerArguments, ContrastiveSettings), prog="python -m hf_llava.training.contrastive",
         description="Train a CLIP vision tower from scratch on image-caption rows (a small text tower over the "
-        "tokenizer is trained alongside and discarded). The folder it writes is a `vision_tower` for "
-        "recipes/sft.py. Every option can also come from a YAML --config (keys as the options' names, with _).")
-    parser.add_argument("--config", help="YAML recipe with any of the options below (flags override it)")
-    parser.add_argument("--data", help="save_to_disk folder, Hub id or LLaVA JSON with caption rows")
-    parser.add_argument("--config-name", default="caption", help="dataset config (default: caption)")
-    parser.add_argument("--split", default="train", help="default: train")
-    parser.add_argument("--vision-tower-config", type=json.loads,
-                        help="CLIPVisionConfig fields (JSON; a mapping in the YAML)")
-    parser.add_argument("--tokenizer", default="smollm2", help="tokenizer for the captions (default: the bundled "
-                        "SmolLM2's)")
-    parser.add_argument("--output-dir")
-    defaults = ContrastiveSettings()
-    for name in SETTINGS_OPTIONS:
-        value = getattr(defaults, name)
-        kind = string_to_bool if isinstance(value, bool) else type(value)
-        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=value, help=f"default {value}")
-    return parser
-
-
-SETTINGS_OPTIONS = ("steps", "batch_size", "learning_rate", "weight_decay", "warmup_ratio", "heldout", "seed",
-                    "sincos_positions")
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = make_parser()
-    known, _ = parser.parse_known_args(argv)
-    if known.config:
-        import yaml
-
-        recipe = yaml.safe_load(Path(known.config).read_text()) or {}
-        options = {action.dest for action in parser._actions}
-        unknown = sorted(set(recipe) - options)
-        if unknown:
-            parser.error(f"{known.config}: unknown keys {unknown}")
-        parser.set_defaults(**recipe)
-    args = parser.parse_args(argv)
-    missing = [name for name in ("data", "vision_tower_config", "output_dir") if getattr(args, name) is None]
-    if missing:
-        parser.error(f"missing {', '.join('--' + m.replace('_', '-') for m in missing)} (flag or --config key)")
-    return args
+        "tokenizer is trained alongside and discarded). The folder it writes is a `vision_tower` for recipes/sft.py. "
+        "Every key of the --config YAML is also a flag, and flags override the YAML.")
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Parse `argv` (default sys.argv[1:]), train and save the tower; returns (and prints) its summary."""
     from transformers import AutoTokenizer
 
-    args = parse_args(argv)
+    from .data import load_mixture
+
+    args, settings = make_parser().parse_args_and_config(argv)
     tokenizer_path = args.tokenizer
     if tokenizer_path == "smollm2":
         from ..smollm2 import smollm2_path
         tokenizer_path = smollm2_path()
-    settings = ContrastiveSettings(**{k: getattr(args, k) for k in SETTINGS_OPTIONS})
-    summary = train_tower(_load_rows(args.data, args.config_name, args.split), args.vision_tower_config,
+    summary = train_tower(load_mixture(args.datasets, settings.seed), args.vision_tower_config,
                           AutoTokenizer.from_pretrained(tokenizer_path), args.output_dir, settings)
     print(json.dumps(summary, indent=2))
     return summary
