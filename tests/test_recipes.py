@@ -1,13 +1,14 @@
-"""Every shipped recipe parses against recipes/sft.py's parser, carries the paper's settings and names its own launch
-command; accelerate configs load. (Model and data ids are only parsed, never fetched.)"""
+"""Every shipped recipe parses against the training entry point's parser (hf_llava.training.sft), carries the
+paper's settings and names its own launch command; accelerate configs load. (Model and data ids are only parsed,
+never fetched.)"""
 
-import importlib.util
 import re
 from pathlib import Path
 
 import pytest
 
 from hf_llava.training.arguments import DatasetSpec
+from hf_llava.training.sft import make_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
@@ -27,13 +28,6 @@ PAPER = {
     "llava-v1.5-7b/finetune_lora": (2, 2e-4, 128, 1),
     "llava-v1.5-7b/finetune_qlora": (2, 2e-4, 128, 1),
 }
-
-
-def make_parser():
-    spec = importlib.util.spec_from_file_location("hf_llava_recipe_sft_parse", RECIPES / "sft.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.make_parser()
 
 
 def parse(path: Path, *overrides: str):

@@ -4,11 +4,12 @@
          -> eval (+ blank image) -> chat -> report
 
 Design notes
-- Every step is the public tool a user would run: the synthetic-shapes builder (datasets_scripts/), the contrastive
-  tower trainer (hf_llava.training.contrastive with recipes/shapes-smollm2/tower.yaml), the training recipe
-  (recipes/sft.py with recipes/shapes-smollm2/{pretrain,finetune}.yaml; the demo only points the recipes' paths into
-  --output-dir), `hf_llava.eval.shapes` and `hf_llava.eval.report`. So the demo needs a checkout of the
-  repository (recipes/ and datasets_scripts/ are not part of the wheel).
+- Every step is the public tool a user would run: the synthetic-shapes builder (hf_llava.data.synthetic_shapes,
+  the class behind datasets_scripts/synthetic_shapes.py), the contrastive tower trainer (hf_llava.training.contrastive
+  with recipes/shapes-smollm2/tower.yaml), the training entry point (`hf-llava train`, hf_llava.training.sft, with
+  recipes/shapes-smollm2/{pretrain,finetune}.yaml; the demo only points the recipes' paths into --output-dir),
+  `hf_llava.eval.shapes` and `hf_llava.eval.report`. The recipes ship inside the package (hf_llava/recipes/, which
+  the checkout's recipes/shapes-smollm2 links to), so an installed wheel runs the demo from any directory.
 - The tower is a small CLIP trained contrastively on the captions first (LLaVA's tower is a pretrained CLIP), then
   frozen: trained from random init through the frozen LLM in stage 1 instead, it learned a soft prompt that ignores
   the picture (see recipes/shapes-smollm2/pretrain.yaml).
@@ -33,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
 import shutil
 import sys
@@ -43,7 +43,7 @@ from pathlib import Path
 
 MARKER = "demo_stage.json"
 STAGES = ("data", "tower", "stage1-pretrain", "stage2-finetune", "eval")
-RECIPES = Path("recipes") / "shapes-smollm2"
+RECIPES = Path(__file__).parent / "recipes" / "shapes_smollm2"  # package data; recipes/shapes-smollm2 in a checkout
 CHAT_QUESTION = "Describe this image in detail."
 
 
@@ -59,15 +59,13 @@ class DemoSettings:
     eval_batch_size: int = 32
 
 
-def stage_sources(root: Path) -> dict[str, list[Path]]:
+def stage_sources() -> dict[str, list[Path]]:
     """The files each stage is made from (besides the previous stage), fingerprinted in its marker."""
-    from .data import instructions, shapes
+    from .data import instructions, shapes, synthetic_shapes
 
-    recipes = root / RECIPES
-    return {"data": [root / "datasets_scripts" / "synthetic_shapes.py", Path(shapes.__file__),
-                     Path(instructions.__file__)],
-            "tower": [recipes / "tower.yaml"], "stage1-pretrain": [recipes / "pretrain.yaml"],
-            "stage2-finetune": [recipes / "finetune.yaml"], "eval": []}
+    return {"data": [Path(synthetic_shapes.__file__), Path(shapes.__file__), Path(instructions.__file__)],
+            "tower": [RECIPES / "tower.yaml"], "stage1-pretrain": [RECIPES / "pretrain.yaml"],
+            "stage2-finetune": [RECIPES / "finetune.yaml"], "eval": []}
 
 
 def fingerprint(files: list[Path], previous: dict | None) -> str:
@@ -98,25 +96,6 @@ def train_tower(recipe: Path, out: Path, data: Path, extra: list[str]) -> dict:
     print("  python -m hf_llava.training.contrastive " + " ".join(argv))
     summary = contrastive_main(argv)
     return {key: value for key, value in summary.items() if key != "seconds"}  # the stage marker times the stage
-
-
-def repo_root() -> Path:
-    """The checkout holding recipes/ and datasets_scripts/ (next to src/hf_llava, else the working directory)."""
-    for root in (Path(__file__).resolve().parents[2], Path.cwd()):
-        if (root / RECIPES).is_dir() and (root / "datasets_scripts").is_dir():
-            return root
-    raise FileNotFoundError(
-        "hf-llava demo runs the repository's own recipes (recipes/shapes-smollm2/*.yaml, recipes/sft.py) and data "
-        "builder (datasets_scripts/synthetic_shapes.py): run it from a checkout of hf-llava (e.g. `make demo`)"
-    )
-
-
-def load_sft(root: Path):
-    """recipes/sft.py as a module (its `main(argv)` is the training entry point)."""
-    spec = importlib.util.spec_from_file_location("hf_llava_recipe_sft", root / "recipes" / "sft.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class Stage:
@@ -157,13 +136,13 @@ class Stage:
         return info
 
 
-def build_data(out: Path, settings: DemoSettings, root: Path) -> dict:
+def build_data(out: Path, settings: DemoSettings) -> dict:
     """The synthetic-shapes builder's caption (tower, stage 1), instruct + vqa + text train (stage 2) and vqa test
     (held-out)."""
-    from .data.builder import build_to_disk, load_builder_script
+    from .data.builder import build_to_disk
+    from .data.synthetic_shapes import SyntheticShapes
 
-    builder = load_builder_script(root / "datasets_scripts" / "synthetic_shapes.py").SyntheticShapes
-    report = build_to_disk(builder, str(out), configs=["caption", "instruct", "vqa", "text"],
+    report = build_to_disk(SyntheticShapes, str(out), configs=["caption", "instruct", "vqa", "text"],
                            command="hf-llava demo", num_images=settings.num_images,
                            num_eval_images=settings.num_eval_images, image_size=settings.image_size,
                            seed=settings.seed)
@@ -177,12 +156,14 @@ def recipe_datasets(recipe: Path, data: Path) -> list[dict]:
     return [{**spec, "path": str(data)} for spec in yaml.safe_load(recipe.read_text())["datasets"]]
 
 
-def train(sft, recipe: Path, out: Path, data: Path, extra: list[str]) -> dict:
-    """One recipes/sft.py run on the demo's data; returns its step count and first/last logged losses."""
+def train(recipe: Path, out: Path, data: Path, extra: list[str]) -> dict:
+    """One training run (`hf-llava train`) on the demo's data; returns its step count and first/last logged losses."""
+    from .training.sft import main as train_main
+
     argv = ["--config", str(recipe), "--output_dir", str(out),
             "--datasets", *map(json.dumps, recipe_datasets(recipe, data)), *extra]
-    print("  python recipes/sft.py " + " ".join(argv))
-    trainer = sft.main(argv)
+    print("  hf-llava train " + " ".join(argv))
+    trainer = train_main(argv)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     return {"steps": trainer.state.global_step, "first_loss": losses[0] if losses else None,
             "last_loss": losses[-1] if losses else None}
@@ -239,14 +220,13 @@ def run_demo(out_dir: str | Path = "outputs/demo", settings: DemoSettings = Demo
     from .eval.report import write_report
     from .eval.shapes import evaluate, load_rows, markdown_table, save_results
 
-    root = repo_root()
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     mode = "QUICK smoke run: tiny random LLM, 2 steps per stage" if settings.quick else \
         "SmolLM2-135M-Instruct + a CLIP tower trained contrastively from scratch"
     print(f"hf-llava demo: a miniature LLaVA on synthetic shapes ({mode}) -> {out}")
     stages = {name: Stage(out, name, settings, k + 1) for k, name in enumerate(STAGES)}
-    sources = stage_sources(root)
+    sources = stage_sources()
     infos, reused = {}, set()
 
     def run_stage(name: str, work) -> dict:
@@ -266,9 +246,8 @@ def run_demo(out_dir: str | Path = "outputs/demo", settings: DemoSettings = Demo
         return info
 
     data = out / "data"
-    run_stage("data", lambda d: {"splits": build_data(d, settings, root)})
+    run_stage("data", lambda d: {"splits": build_data(d, settings)})
 
-    sft = None
     tower = out / "tower"
     tower_extra, stage1_extra, stage2_extra = [], ["--vision_tower", str(tower)], []
     if settings.quick:
@@ -282,18 +261,12 @@ def run_demo(out_dir: str | Path = "outputs/demo", settings: DemoSettings = Demo
         stage1_extra += ["--llm", str(llm), *QUICK_TRAINING]
         stage2_extra = QUICK_TRAINING
 
-    run_stage("tower", lambda d: train_tower(root / RECIPES / "tower.yaml", d, data, tower_extra))
-
-    def train_stage(recipe: str, extra: list[str]):
-        def work(stage_dir: Path) -> dict:
-            nonlocal sft
-            sft = sft or load_sft(root)
-            return train(sft, root / RECIPES / recipe, stage_dir, data, extra)
-        return work
+    run_stage("tower", lambda d: train_tower(RECIPES / "tower.yaml", d, data, tower_extra))
 
     stage1 = out / "stage1-pretrain"
-    run_stage("stage1-pretrain", train_stage("pretrain.yaml", stage1_extra))
-    run_stage("stage2-finetune", train_stage("finetune.yaml", ["--model_name_or_path", str(stage1), *stage2_extra]))
+    run_stage("stage1-pretrain", lambda d: train(RECIPES / "pretrain.yaml", d, data, stage1_extra))
+    run_stage("stage2-finetune", lambda d: train(RECIPES / "finetune.yaml", d, data,
+                                                 ["--model_name_or_path", str(stage1), *stage2_extra]))
     stage2 = out / "stage2-finetune"
 
     rows = load_rows(data)

@@ -1,5 +1,7 @@
-"""Training glue for recipes/sft.py (TRL SFTTrainer + MultimodalCollator), one concern per module:
+"""Training glue for `hf_llava.training.sft` (TRL SFTTrainer + MultimodalCollator), one concern per module:
 
+sft            the entry point: `main(argv)` parses a recipe, trains, saves (`hf-llava train`, recipes/sft.py)
+cli            the `hf-llava train` subcommand
 arguments      `LlavaArguments` (+ `DatasetSpec`), parsed next to TRL's SFTConfig and ModelConfig
 data           dataset mixtures of canonical rows (save_to_disk folders, Hub ids, LLaVA JSON), weighted; stage 1
                refuses (or skips) text-only rows
@@ -8,16 +10,22 @@ sampler        modality-length grouped batches (`group_by_modality_length`)
 model          compose or load the model (4-bit LLM for QLoRA), freeze per stage, LoRA config restricted to the LLM
 trainer        `LlavaSFTTrainer`: SFTTrainer with a separate projector learning rate and the grouped sampler
 save           the final merged checkpoint (through `save_checkpoint`) and its push to the Hub
+
+Names load lazily (as in `hf_llava`): `hf-llava --help` imports the `cli` module, which must not pull in TRL.
 """
 
-from .arguments import DatasetSpec, LlavaArguments
-from .data import load_mixture, require_images
-from .feature_cache import ImageFeatureCache, cache_image_features
-from .model import load_model_and_processor, lora_config, prepare_quantized, set_trainable
-from .save import save_final
-from .trainer import LlavaSFTTrainer
+from importlib import import_module
 
-__all__ = [
-    "DatasetSpec", "ImageFeatureCache", "LlavaArguments", "LlavaSFTTrainer", "cache_image_features", "load_mixture",
-    "load_model_and_processor", "lora_config", "prepare_quantized", "require_images", "save_final", "set_trainable",
-]
+_LAZY = {
+    "DatasetSpec": "arguments", "LlavaArguments": "arguments", "load_mixture": "data", "require_images": "data",
+    "ImageFeatureCache": "feature_cache", "cache_image_features": "feature_cache",
+    "load_model_and_processor": "model", "lora_config": "model", "prepare_quantized": "model",
+    "set_trainable": "model", "save_final": "save", "LlavaSFTTrainer": "trainer",
+}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
