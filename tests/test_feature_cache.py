@@ -49,8 +49,14 @@ class TowerCalls(TrainerCallback):
 
 def run(parts, out, *extra):
     calls = TowerCalls()
-    # stage 2 (projector + LLM, tower frozen): its mixtures may hold text-only rows, which stage 1 refuses
-    trainer = sft.main(stage1_args(parts, out, "--max_steps", "3", "--stage", "2", *extra), callbacks=[calls])
+    # stage 2 (projector + LLM, tower frozen): its mixtures may hold text-only rows, which stage 1 refuses.
+    # Plain SGD, not AdamW: the cache is built from other image batches than the training batches, so its features
+    # may differ from the tower's in the last bit (how much depends on the CPU's matmul kernels), and Adam's step
+    # lr * m / (sqrt(v) + eps) has a slope of up to lr / eps in the gradient where a gradient is near zero, which
+    # turns such rounding into 1e-5-sized parameter differences after a few steps. SGD's step is linear in the
+    # gradient, so both runs must agree to rounding: what the comparison below tests is the cache, not the optimizer.
+    trainer = sft.main(stage1_args(parts, out, "--max_steps", "3", "--stage", "2", "--optim", "sgd", *extra),
+                       callbacks=[calls])
     return trainer, calls.calls
 
 
@@ -64,12 +70,13 @@ def runs(parts, tmp_path_factory):
 def test_cached_features_give_the_same_training_without_running_the_tower(runs):
     (pixels, pixel_calls), (cached, cached_calls) = runs["pixels"], runs["cached"]
     assert pixel_calls > 0 and cached_calls == 0
-    assert len(losses(cached)) == 3
-    assert losses(cached) == pytest.approx(losses(pixels), abs=1e-5)
-    projector = {n: p for n, p in pixels.model.named_parameters() if "multi_modal_projector" in n}
+    assert len(losses(cached)) == 3 and losses(pixels)[-1] < losses(pixels)[0]  # it trained
+    assert losses(cached) == pytest.approx(losses(pixels))
+    trained = {n: p for n, p in pixels.model.named_parameters() if p.requires_grad}
+    assert any("multi_modal_projector" in name for name in trained)
     for name, param in cached.model.named_parameters():
-        if name in projector:
-            torch.testing.assert_close(param, projector[name], atol=1e-5, rtol=1e-5)
+        if name in trained:
+            torch.testing.assert_close(param, trained[name])
 
 
 def test_cache_holds_every_image_in_row_order_and_is_reused(parts, runs):
