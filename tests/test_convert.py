@@ -304,7 +304,7 @@ def test_cli_converts_and_reports_errors(tmp_path, capsys):
     assert config["model_type"] == "hf_llava" and "AutoModelForImageTextToText" in config["auto_map"]
 
     capsys.readouterr()
-    assert cli_main(["convert", "--from", "llava", str(native_dir), str(tmp_path / "bad")]) == 1
+    assert cli_main(["convert", "--from", "llava", str(native_dir), str(tmp_path / "bad")]) == 2
     assert "use --from llava-hf" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli_main(["convert", "--from", "llava-hf", "--to", "llava-hf", "a", "b"])  # one direction only

@@ -17,13 +17,15 @@ Design notes
 import argparse
 from pathlib import Path
 
+from .errors import UserError, check_source
+
 IMAGE_TOKEN = "<image>"
 
 
 def _check_loading_info(info: dict, source: str, what: str) -> None:
     if info["missing_keys"]:
         missing = sorted(info["missing_keys"])
-        raise ValueError(
+        raise UserError(
             f"{source} is missing {len(missing)} {what} weight(s) (e.g. {', '.join(missing[:3])}): "
             "they would be randomly initialised. Is it the right checkpoint?"
         )
@@ -35,10 +37,14 @@ def load_vision_tower(name_or_path: str, dtype="auto"):
     from transformers.models.auto.modeling_auto import MODEL_MAPPING
     from transformers.utils import logging
 
-    config = AutoConfig.from_pretrained(name_or_path)
+    check_source(name_or_path, "vision tower")
+    try:
+        config = AutoConfig.from_pretrained(name_or_path)
+    except (OSError, ValueError) as error:  # no config.json, an unknown model_type, a Hub id that cannot be reached
+        raise UserError(f"vision tower {name_or_path}: cannot read its config ({error})") from error
     vision_config = getattr(config, "vision_config", config)
     if not all(hasattr(vision_config, field) for field in ("image_size", "patch_size", "hidden_size")):
-        raise ValueError(
+        raise UserError(
             f"{name_or_path} is a {config.model_type!r} checkpoint, not a vision tower: expected a CLIP or SigLIP "
             "(vision) model"
         )
@@ -48,13 +54,15 @@ def load_vision_tower(name_or_path: str, dtype="auto"):
     logging.set_verbosity_error()
     try:
         tower, info = tower_class.from_pretrained(name_or_path, dtype=dtype, output_loading_info=True)
+    except OSError as error:  # no weights file
+        raise UserError(f"vision tower {name_or_path}: cannot load its weights ({error})") from error
     finally:
         logging.set_verbosity(verbosity)
     _check_loading_info(info, name_or_path, "vision tower")
     try:
         image_processor = AutoImageProcessor.from_pretrained(name_or_path)
     except OSError as error:
-        raise ValueError(
+        raise UserError(
             f"{name_or_path} has no image processor (preprocessor_config.json): save the tower's image processor "
             "next to its weights"
         ) from error
@@ -73,8 +81,15 @@ def load_llm(name_or_path: str, dtype="auto"):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = resolve_llm(name_or_path)
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    llm, info = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, output_loading_info=True)
+    check_source(source, "LLM")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as error:  # without tokenizer files transformers asks for sentencepiece/tiktoken
+        raise UserError(f"LLM {source}: cannot load its tokenizer; save it next to the weights ({error})") from error
+    try:
+        llm, info = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, output_loading_info=True)
+    except (OSError, ValueError) as error:  # no weights, or a config that is not a causal LM's
+        raise UserError(f"LLM {source}: cannot load it as a causal language model ({error})") from error
     _check_loading_info(info, source, "language model")
     if tokenizer.convert_tokens_to_ids(IMAGE_TOKEN) in (None, tokenizer.unk_token_id):
         tokenizer.add_special_tokens({"extra_special_tokens": [IMAGE_TOKEN]}, replace_extra_special_tokens=False)
@@ -109,7 +124,7 @@ def choose_chat_template(name: str | None, tokenizer) -> str:
     if isinstance(own, str) and "{% generation %}" in own.replace("{%-", "{%").replace("-%}", "%}"):
         return own
     reason = "has no chat template" if not own else "has a chat template without {% generation %} markers"
-    raise ValueError(
+    raise UserError(
         f"The LLM's tokenizer {reason}, so assistant answers cannot be masked for training. Choose a template with "
         f"--chat-template / chat_template= (one of {', '.join(available_templates())}; 'chatml' for <|im_start|> "
         "tokenizers such as Qwen2 or SmolLM2, 'vicuna_v1' or 'llama2' for Llama/Vicuna)"
@@ -143,23 +158,26 @@ def build_llava(
     template = choose_chat_template(chat_template, tokenizer)
     if vision_feature_select_strategy is None:
         vision_feature_select_strategy = "default" if vision_tower_has_cls(tower.config) else "full"
-    config = HfLlavaConfig(
-        vision_config=tower.config,
-        text_config=language_model.config,
-        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-        vision_feature_layer=vision_feature_layer,
-        vision_feature_select_strategy=vision_feature_select_strategy,
-        projector_type=projector_type,
-        image_position_embedding_std=image_position_embedding_std,
-        tie_word_embeddings=bool(language_model.config.tie_word_embeddings),
-    )
+    try:
+        config = HfLlavaConfig(
+            vision_config=tower.config,
+            text_config=language_model.config,
+            image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+            vision_feature_layer=vision_feature_layer,
+            vision_feature_select_strategy=vision_feature_select_strategy,
+            projector_type=projector_type,
+            image_position_embedding_std=image_position_embedding_std,
+            tie_word_embeddings=bool(language_model.config.tie_word_embeddings),
+        )
+    except ValueError as error:  # settings that do not fit these towers (the config names the setting)
+        raise UserError(f"{vision_tower} + {llm}: {error}") from error
 
     # a shell whose tower and LLM are replaced by the loaded ones below; under DeepSpeed ZeRO-3 (which partitioned
     # those as they loaded) the shell's own sub-models must not go through zero.Init on the meta device
     with torch.device("meta"), set_zero3_state():
         model = HfLlavaForConditionalGeneration(config)
     if type(language_model.base_model) is not type(model.model.language_model):
-        raise ValueError(
+        raise UserError(
             f"{llm}: its base model is a {type(language_model.base_model).__name__}, but its config rebuilds a "
             f"{type(model.model.language_model).__name__}; such an LLM cannot be composed"
         )
@@ -219,6 +237,14 @@ def feature_layer(values: list[int]) -> int | list[int]:
     return values[0] if len(values) == 1 else values
 
 
+def layer_list(text: str) -> list[int]:
+    """`--vision-feature-layer` values: one flag value, comma-separated, so the flag cannot swallow the OUT argument."""
+    try:
+        return [int(layer) for layer in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a layer index or a comma-separated list of them") from None
+
+
 def run(args: argparse.Namespace) -> int:
     model, processor = build_llava(
         args.vision_tower,
@@ -248,7 +274,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--llm", required=True, help="causal LM (Hub id or path), or 'smollm2' for the bundled SmolLM2-135M-Instruct")
     parser.add_argument("--projector-type", default="mlp2x_gelu", help="linear, mlpNx_gelu (default mlp2x_gelu) or identity")
     parser.add_argument("--chat-template", default=None, help="named template (vicuna_v1, plain, chatml, llama2); default: the LLM tokenizer's own if it has {%% generation %%} markers")
-    parser.add_argument("--vision-feature-layer", type=int, nargs="+", default=[-2], help="vision hidden-state index, or several (concatenated); default -2")
+    parser.add_argument("--vision-feature-layer", type=layer_list, default=[-2], metavar="N[,N...]", help="vision hidden-state index, or several separated by commas (features concatenated), e.g. -2 or -5,-2; default -2")
     parser.add_argument("--select-strategy", choices=["default", "full"], default=None, help="'default' drops CLS, 'full' keeps all; default: by tower (CLIP default, SigLIP full)")
     parser.add_argument("--pad-to-square", action="store_true", help="pad images to a square with the mean colour (LLaVA-1.5)")
     parser.add_argument("--image-position-embedding-std", type=float, default=0.0, help="> 0: a learned vector per image token position, added to the projector's output (initialised with this std; not in LLaVA or native llava); default 0: none")

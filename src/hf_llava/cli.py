@@ -34,12 +34,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; a `UserError` ends it with its message and exit code 2 (see `hf_llava.errors`)."""
+    from .errors import DEBUG_ENV, UserError, debug_requested
+
     parser = build_parser()
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the traceback of user errors too (as does {DEBUG_ENV}=1)")
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return args.func(args) or 0
+    try:
+        return args.func(args) or 0
+    except UserError as error:
+        if args.debug or debug_requested():
+            raise
+        print(f"hf-llava {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ Design notes
   tower: its own `model.vision_tower.vision_tower.*` keys if present, else the weights of `--vision-tower` or of the
   checkpoint's `mm_vision_tower` (a local CLIP directory, or a Hub id for users with network).
 - Foreign weights are read from safetensors first; `.bin` only through `torch.load(weights_only=True)`.
-- Every expected failure is a `ConversionError` naming the file and what is wrong; the CLI prints it, no traceback.
+- Every expected failure is a `ConversionError` (a `UserError`) naming the file and what is wrong; `hf-llava` prints
+  it and exits with code 2, no traceback.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import sys
 from pathlib import Path
 
 from .checkpoint import save_checkpoint
+from .errors import UserError
 
 LLAVA_HF = "llava-hf"
 ORIGINAL = "llava"
@@ -51,13 +53,15 @@ WEIGHT_FILES = [
 ]
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError):
     """A checkpoint that cannot be converted as asked; the message names the file and the problem."""
 
 
 # ----------------------------------------------------------------------------------------------------------- helpers
 def read_config(src: str | Path) -> dict:
     path = Path(src) / "config.json"
+    if not Path(src).is_dir():
+        raise ConversionError(f"{src}: no such folder")
     if not path.is_file():
         raise ConversionError(f"{src}: no config.json, so this is not a checkpoint directory")
     try:
@@ -455,19 +459,14 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.vision_tower and args.source_format != ORIGINAL:
-        print("error: --vision-tower only applies to --from llava", file=sys.stderr)
-        return 2
-    try:
-        if args.source_format == LLAVA_HF:
-            out = from_llava_hf(args.src, args.out, chat_template=args.chat_template)
-        elif args.source_format == ORIGINAL:
-            out = from_llava(args.src, args.out, vision_tower=args.vision_tower,
-                             chat_template=args.chat_template or DEFAULT_ORIGINAL_TEMPLATE)
-        else:
-            out = to_llava_hf(args.src, args.out, chat_template=args.chat_template)
-    except ConversionError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        raise ConversionError("--vision-tower only applies to --from llava")
+    if args.source_format == LLAVA_HF:
+        out = from_llava_hf(args.src, args.out, chat_template=args.chat_template)
+    elif args.source_format == ORIGINAL:
+        out = from_llava(args.src, args.out, vision_tower=args.vision_tower,
+                         chat_template=args.chat_template or DEFAULT_ORIGINAL_TEMPLATE)
+    else:
+        out = to_llava_hf(args.src, args.out, chat_template=args.chat_template)
     print(f"wrote {out}")
     return 0
 

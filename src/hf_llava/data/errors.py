@@ -12,10 +12,12 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
+from ..errors import UserError
+
 logger = logging.getLogger(__name__)
 
 
-class BadRecordError(ValueError):
+class BadRecordError(UserError):
     """A record that cannot be converted. `kind` is a short stable label used to count skips."""
 
     def __init__(self, source: str, record: str, problem: str, kind: str = "invalid record"):
