@@ -124,3 +124,38 @@ def test_finished_stages_made_with_other_settings_are_refused(quick_run, capsys)
     assert cli_main(["demo", "--quick", "--num-images", "8", "--output-dir", str(out)]) == 2
     assert "was made with other settings" in capsys.readouterr().err
 
+
+
+@pytest.mark.parametrize("chosen, turned_off", [("fp32", True), ("bf16", False)])
+def test_the_precision_choice_reaches_the_training_stages(monkeypatch, tmp_path, capsys, chosen, turned_off):
+    """fp32 (auto on a CPU that would emulate bf16) overrides the recipes' bf16 autocast; bf16 keeps their settings.
+    The training stages are faked: only the arguments the demo hands them matter here."""
+    from hf_llava.training import precision
+
+    class Stop(Exception):
+        pass
+
+    extras = {}
+
+    def fake_stage(out):
+        out.mkdir(parents=True, exist_ok=True)
+        return {}
+
+    def fake_train(recipe, out, data, extra, callbacks=None):
+        extras[recipe.name] = extra
+        assert callbacks, "each training stage gets the clock's step-estimate callback"
+        if recipe.name == "finetune.yaml":
+            raise Stop
+        return fake_stage(out)
+
+    monkeypatch.setattr(demo, "build_data", lambda out, settings: fake_stage(out))
+    monkeypatch.setattr(demo, "train_tower", lambda recipe, out, data, extra, step_callback=None: fake_stage(out))
+    monkeypatch.setattr(demo, "train", fake_train)
+    monkeypatch.setattr(precision, "choose_precision",
+                        lambda requested: precision.Precision(chosen, "bf16 would be emulated here"))
+    with pytest.raises(Stop):
+        cli_main(["demo", "--output-dir", str(tmp_path)])
+    for recipe in ("pretrain.yaml", "finetune.yaml"):
+        assert (extras[recipe][-2:] == ["--bf16", "false"]) is turned_off
+    assert json.loads((tmp_path / "data" / demo.MARKER).read_text())["settings"]["precision"] == chosen
+    assert f"precision: {chosen} (bf16 would be emulated here)" in capsys.readouterr().out

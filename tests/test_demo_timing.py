@@ -62,9 +62,9 @@ def test_step_timer_skips_the_first_step_and_reports_once(clock, monkeypatch):
     monkeypatch.setattr(demo_timing.time, "perf_counter", lambda: next(now))
     seen = []
     monkeypatch.setattr(clock, "refine", lambda *args: seen.append(args))
-    timer = StepTimer(clock, "train", total_steps=100, timed_steps=3, min_seconds=0)
+    timer = StepTimer(clock, "train", timed_steps=3, min_seconds=0)
     timer.start()
     for step in range(1, 9):
-        timer.step(step)
+        timer.step(step, 100)
     # the first step (5 s: warm-up) is left out: steps 2-4 took 1 s each
     assert seen == [("train", 4, 100, 8.0, 1.0)]

@@ -53,10 +53,11 @@ class DemoSettings:
 
     quick: bool = False
     num_images: int = 4000  # training scenes (the tower and stage 1 see their captions, stage 2 their questions)
-    num_eval_images: int = 50  # held-out scenes, 5 questions each, asked twice (image, blank image)
+    num_eval_images: int = 200  # held-out scenes, 5 questions each, asked twice (image, blank image)
     image_size: int = 64
     seed: int = 0
     eval_batch_size: int = 32
+    precision: str = "fp32"  # "bf16": autocast where the recipes ask for it; "fp32": nowhere (see training.precision)
 
 
 def stage_sources() -> dict[str, list[Path]]:
@@ -87,14 +88,14 @@ QUICK_TRAINING = ["--max_steps", "2", "--per_device_train_batch_size", "4", "--l
 QUICK_TOWER = ["--steps", "2", "--batch_size", "4", "--heldout", "2"]
 
 
-def train_tower(recipe: Path, out: Path, data: Path, extra: list[str]) -> dict:
+def train_tower(recipe: Path, out: Path, data: Path, extra: list[str], step_callback=None) -> dict:
     """The contrastive tower trainer on the demo's caption rows; returns its summary (steps, losses, retrieval)."""
     from .training.contrastive import main as contrastive_main
 
     argv = ["--config", str(recipe), "--output_dir", str(out),
             "--datasets", *map(json.dumps, recipe_datasets(recipe, data)), *extra]
     print("  python -m hf_llava.training.contrastive " + " ".join(argv))
-    summary = contrastive_main(argv)
+    summary = contrastive_main(argv, step_callback=step_callback)
     return {key: value for key, value in summary.items() if key != "seconds"}  # the stage marker times the stage
 
 
@@ -156,14 +157,14 @@ def recipe_datasets(recipe: Path, data: Path) -> list[dict]:
     return [{**spec, "path": str(data)} for spec in yaml.safe_load(recipe.read_text())["datasets"]]
 
 
-def train(recipe: Path, out: Path, data: Path, extra: list[str]) -> dict:
+def train(recipe: Path, out: Path, data: Path, extra: list[str], callbacks: list | None = None) -> dict:
     """One training run (`hf-llava train`) on the demo's data; returns its step count and first/last logged losses."""
     from .training.sft import main as train_main
 
     argv = ["--config", str(recipe), "--output_dir", str(out),
             "--datasets", *map(json.dumps, recipe_datasets(recipe, data)), *extra]
     print("  hf-llava train " + " ".join(argv))
-    trainer = train_main(argv)
+    trainer = train_main(argv, callbacks=callbacks)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     return {"steps": trainer.state.global_step, "first_loss": losses[0] if losses else None,
             "last_loss": losses[-1] if losses else None}
@@ -214,8 +215,11 @@ def _timings(infos: dict[str, dict], reused: set[str], chat_seconds: float) -> s
     return "\n".join(lines)
 
 
-def run_demo(out_dir: str | Path = "outputs/demo", settings: DemoSettings = DemoSettings()) -> dict:
-    """Run (or resume) every stage; returns {stage: marker info} plus "chat" and "report" entries."""
+def run_demo(out_dir: str | Path = "outputs/demo", settings: DemoSettings = DemoSettings(),
+             precision_reason: str = "") -> dict:
+    """Run (or resume) every stage; returns {stage: marker info} plus "chat" and "report" entries.
+    `precision_reason` says why `settings.precision` was chosen (printed, and named in a too-slow warning)."""
+    from .demo_timing import DemoClock, StepTimer, step_estimate_callback
     from .eval.generate import load_model
     from .eval.report import write_report
     from .eval.shapes import evaluate, load_rows, markdown_table, save_results
@@ -225,9 +229,13 @@ def run_demo(out_dir: str | Path = "outputs/demo", settings: DemoSettings = Demo
     mode = "QUICK smoke run: tiny random LLM, 2 steps per stage" if settings.quick else \
         "SmolLM2-135M-Instruct + a CLIP tower trained contrastively from scratch"
     print(f"hf-llava demo: a miniature LLaVA on synthetic shapes ({mode}) -> {out}")
+    print(f"precision: {settings.precision}" + (f" ({precision_reason})" if precision_reason else ""))
     stages = {name: Stage(out, name, settings, k + 1) for k, name in enumerate(STAGES)}
     sources = stage_sources()
     infos, reused = {}, set()
+    # the reference times are the full run's: a --quick run keeps its clock to itself
+    clock = DemoClock([*STAGES, "chat"], settings.precision, precision_reason,
+                      print_fn=(lambda line: None) if settings.quick else print)
 
     def run_stage(name: str, work) -> dict:
         stage = stages[name]
@@ -236,11 +244,14 @@ def run_demo(out_dir: str | Path = "outputs/demo", settings: DemoSettings = Demo
         if info is not None:
             print(f"[{stage.number}/{len(STAGES)}] {name}: finished earlier, reusing {stage.dir}")
             reused.add(name)
+            clock.finish(name, info["seconds"], reused=True)
         else:
             print(f"[{stage.number}/{len(STAGES)}] {name} ...")
+            clock.before(name)
             start = time.perf_counter()
             summary = work(stage.dir)
             info = stage.finish(time.perf_counter() - start, inputs, **summary)
+            clock.finish(name, info["seconds"])
             print(f"[{stage.number}/{len(STAGES)}] {name}: done in {info['seconds']:.0f} s")
         infos[name] = info
         return info
@@ -260,13 +271,18 @@ def run_demo(out_dir: str | Path = "outputs/demo", settings: DemoSettings = Demo
                        json.dumps(VISION_CONFIGS["clip_vision_model"]), *QUICK_TOWER]
         stage1_extra += ["--llm", str(llm), *QUICK_TRAINING]
         stage2_extra = QUICK_TRAINING
+    if settings.precision == "fp32":  # "bf16" keeps each recipe's own setting
+        stage1_extra, stage2_extra = [*stage1_extra, "--bf16", "false"], [*stage2_extra, "--bf16", "false"]
 
-    run_stage("tower", lambda d: train_tower(RECIPES / "tower.yaml", d, data, tower_extra))
+    run_stage("tower", lambda d: train_tower(RECIPES / "tower.yaml", d, data, tower_extra,
+                                             StepTimer(clock, "tower").step))
 
     stage1 = out / "stage1-pretrain"
-    run_stage("stage1-pretrain", lambda d: train(RECIPES / "pretrain.yaml", d, data, stage1_extra))
+    run_stage("stage1-pretrain", lambda d: train(RECIPES / "pretrain.yaml", d, data, stage1_extra,
+                                                 [step_estimate_callback(clock, "stage1-pretrain")]))
     run_stage("stage2-finetune", lambda d: train(RECIPES / "finetune.yaml", d, data,
-                                                 ["--model_name_or_path", str(stage1), *stage2_extra]))
+                                                 ["--model_name_or_path", str(stage1), *stage2_extra],
+                                                 [step_estimate_callback(clock, "stage2-finetune")]))
     stage2 = out / "stage2-finetune"
 
     rows = load_rows(data)
@@ -285,6 +301,7 @@ def run_demo(out_dir: str | Path = "outputs/demo", settings: DemoSettings = Demo
     print(markdown_table(result))
 
     start = time.perf_counter()
+    clock.before("chat")
     print("\nSample chat (a held-out scene):")
     answer = chat(model, processor, rows[0]["images"][0], max_new_tokens=12 if settings.quick else 80)
     transcript = (f"A held-out scene (`{rows[0]['id'].rsplit('-', 1)[0]}`, the first image of the grid), "
@@ -300,11 +317,14 @@ def run_demo(out_dir: str | Path = "outputs/demo", settings: DemoSettings = Demo
 
 
 def run(args: argparse.Namespace) -> int:
+    from .training.precision import choose_precision
+
     overrides = {k: v for k, v in (("num_images", args.num_images), ("num_eval_images", args.num_eval_images))
                  if v is not None}
-    settings = DemoSettings(**{**(QUICK if args.quick else {}), **overrides})
+    precision = choose_precision(args.precision)
+    settings = DemoSettings(**{**(QUICK if args.quick else {}), **overrides, "precision": precision.name})
     try:
-        run_demo(args.output_dir, settings)
+        run_demo(args.output_dir, settings, precision.reason)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -318,7 +338,8 @@ def add_parser(subparsers) -> None:
         description="Build the synthetic-shapes data, train a small CLIP vision tower contrastively on its captions, "
         "then stage 1 (feature alignment) and stage 2 (instruction tuning, LoRA) of that tower + SmolLM2-135M-Instruct "
         "with recipes/shapes-smollm2, evaluate on held-out scenes (with and without the image), chat once and write "
-        "report.md + grid.png (~28 min on 2 CPU cores). Rerunning reuses finished stages.",
+        "report.md + grid.png. It prints an estimate before each stage and warns when the whole run will pass 30 "
+        "minutes (docs/demo.md has measured times per kind of CPU). Rerunning reuses finished stages.",
     )
     parser.add_argument("--output-dir", default="outputs/demo", help="everything goes here (default outputs/demo)")
     parser.add_argument("--quick", action="store_true",
@@ -327,4 +348,8 @@ def add_parser(subparsers) -> None:
                         help=f"training scenes (default {DemoSettings.num_images}; --quick {QUICK['num_images']})")
     parser.add_argument("--num-eval-images", type=int, default=None,
                         help=f"held-out scenes, 5 questions each (default {DemoSettings.num_eval_images})")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="auto (default): bf16 autocast where a recipe asks for it only if this CPU computes bf16 "
+                        "natively (AVX512-BF16/AMX; elsewhere it is emulated and many times slower), else fp32; "
+                        "fp32: never autocast; bf16: the recipes' own settings")
     parser.set_defaults(func=run)

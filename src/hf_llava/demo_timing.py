@@ -117,10 +117,11 @@ class DemoClock:
 
 class StepTimer:
     """Calls `clock.refine` once, after `timed_steps` steps past the first (and at least `min_seconds` of them). Any
-    training loop can drive it: `start()` before the first step, `step(number_of_steps_done)` after each."""
+    training loop can drive it: `start()` before the first step (else the first call starts it), then
+    `step(steps_done, total_steps)` after each."""
 
-    def __init__(self, clock: DemoClock, name: str, total_steps: int, timed_steps: int = 5, min_seconds: float = 10.0):
-        self.clock, self.name, self.total_steps = clock, name, total_steps
+    def __init__(self, clock: DemoClock, name: str, timed_steps: int = 5, min_seconds: float = 10.0):
+        self.clock, self.name = clock, name
         self.timed_steps, self.min_seconds = timed_steps, min_seconds
         self.begin = self.first_step_end = self.first_step = None
         self.reported = False
@@ -128,7 +129,7 @@ class StepTimer:
     def start(self) -> None:
         self.begin = time.perf_counter()
 
-    def step(self, steps_done: int) -> None:
+    def step(self, steps_done: int, total_steps: int) -> None:
         now = time.perf_counter()
         if self.begin is None:
             self.begin = now
@@ -139,8 +140,7 @@ class StepTimer:
         if self.reported or timed < self.timed_steps or now - self.first_step_end < self.min_seconds:
             return
         self.reported = True
-        self.clock.refine(self.name, steps_done, self.total_steps, now - self.begin,
-                          (now - self.first_step_end) / timed)
+        self.clock.refine(self.name, steps_done, total_steps, now - self.begin, (now - self.first_step_end) / timed)
 
 
 def step_estimate_callback(clock: DemoClock, name: str, **timer_kwargs):
@@ -148,13 +148,12 @@ def step_estimate_callback(clock: DemoClock, name: str, **timer_kwargs):
     from transformers import TrainerCallback
 
     class StepEstimate(TrainerCallback):
-        timer = None
+        timer = StepTimer(clock, name, **timer_kwargs)
 
         def on_train_begin(self, args, state, control, **kwargs):
-            self.timer = StepTimer(clock, name, state.max_steps, **timer_kwargs)
             self.timer.start()
 
         def on_step_end(self, args, state, control, **kwargs):
-            self.timer.step(state.global_step)
+            self.timer.step(state.global_step, state.max_steps)
 
     return StepEstimate()

@@ -183,10 +183,11 @@ def retrieval_accuracy(model, batcher, pairs, batch_size: int = 200) -> float:
 
 
 def train_tower(dataset, vision_config: dict, tokenizer, output_dir: str | Path,
-                settings: ContrastiveSettings = ContrastiveSettings()) -> dict:
+                settings: ContrastiveSettings = ContrastiveSettings(), step_callback=None) -> dict:
     """Train a CLIP vision tower from scratch on `dataset`'s image-caption rows (the last `settings.heldout` rows
     only measure retrieval); save it to `output_dir` as a CLIPVisionModel + image processor. Returns a summary
-    (losses, held-out retrieval accuracy, seconds)."""
+    (losses, held-out retrieval accuracy, seconds). `step_callback(steps_done, total_steps)` runs after each step
+    (the demo times its first steps with it)."""
     from tqdm.auto import tqdm
     from transformers import (CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPVisionModel,
                               get_cosine_schedule_with_warmup)
@@ -223,7 +224,7 @@ def train_tower(dataset, vision_config: dict, tokenizer, output_dir: str | Path,
     start = time.perf_counter()
     model.train()
     progress = tqdm(range(settings.steps), desc="contrastive tower")
-    for _ in progress:
+    for step in progress:
         if len(order) < batch_size:  # reshuffle per epoch; a batch never holds the same pair twice
             order = rng.sample(range(len(pairs)), len(pairs))
         batch, order = [pairs[i] for i in order[:batch_size]], order[batch_size:]
@@ -236,6 +237,8 @@ def train_tower(dataset, vision_config: dict, tokenizer, output_dir: str | Path,
         losses.append(loss.item())
         accuracies.append(accuracy)
         progress.set_postfix(loss=f"{losses[-1]:.3f}", acc=f"{accuracy:.2f}")
+        if step_callback is not None:
+            step_callback(step + 1, settings.steps)
 
     summary = {"steps": settings.steps, "batch_size": batch_size, "rows": len(pairs),
                "first_loss": round(losses[0], 4), "last_loss": round(sum(losses[-10:]) / len(losses[-10:]), 4),
@@ -265,7 +268,7 @@ def make_parser():
         "Every key of the --config YAML is also a flag, and flags override the YAML.")
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None, step_callback=None) -> dict:
     """Parse `argv` (default sys.argv[1:]), train and save the tower; returns (and prints) its summary."""
     from transformers import AutoTokenizer
 
@@ -277,7 +280,7 @@ def main(argv: list[str] | None = None) -> dict:
         from ..smollm2 import smollm2_path
         tokenizer_path = smollm2_path()
     summary = train_tower(load_mixture(args.datasets, settings.seed), args.vision_tower_config,
-                          AutoTokenizer.from_pretrained(tokenizer_path), args.output_dir, settings)
+                          AutoTokenizer.from_pretrained(tokenizer_path), args.output_dir, settings, step_callback)
     print(json.dumps(summary, indent=2))
     return summary
 
