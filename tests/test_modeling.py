@@ -40,11 +40,25 @@ def test_config_derives_image_seq_length_and_round_trips():
         (dict(image_seq_length=99), "image_seq_length=99"),
         (dict(vision_model_type="siglip_vision_model", vision_feature_select_strategy="default"), "has none"),
         (dict(image_position_embedding_std=-1.0), "image_position_embedding_std must be >= 0"),
+        (dict(vision_feature_layer=99), r"vision_feature_layer 99 is out of range.*from -\d+ to \d+"),
+        (dict(vision_feature_layer=[-2, -99]), r"vision_feature_layer \[-2, -99\] is out of range"),
     ],
 )
 def test_config_rejects_inconsistent_settings(overrides, message):
     with pytest.raises(ValueError, match=message):
         tiny_config(**overrides)
+
+
+def test_vision_feature_layer_accepts_every_hidden_state_of_the_tower():
+    from transformers import CLIPVisionModel
+
+    vision_config = tiny_config().vision_config
+    states = CLIPVisionModel(vision_config)(torch.zeros(1, 3, vision_config.image_size, vision_config.image_size),
+                                            output_hidden_states=True).hidden_states
+    for layer in (len(states) - 1, -len(states), [0, -1]):  # the ends of the range the config accepts
+        assert tiny_config(vision_feature_layer=layer).vision_feature_layer == layer
+    with pytest.raises(ValueError, match="out of range"):
+        tiny_config(vision_feature_layer=len(states))
 
 
 def test_full_clip_config_is_reduced_to_its_vision_part():

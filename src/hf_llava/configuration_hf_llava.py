@@ -101,6 +101,7 @@ class HfLlavaConfig(PreTrainedConfig):
             self.vision_feature_layer = [int(layer) for layer in self.vision_feature_layer]
             if not self.vision_feature_layer:
                 raise ValueError("vision_feature_layer must not be an empty list")
+        self._check_vision_feature_layer()
 
         if self.image_position_embedding_std < 0:
             raise ValueError(f"image_position_embedding_std must be >= 0, got {self.image_position_embedding_std}")
@@ -123,6 +124,21 @@ class HfLlavaConfig(PreTrainedConfig):
                 f"image_seq_length={self.image_seq_length} but the vision tower gives {expected} features per image "
                 f"({self.vision_config.image_size}px / patch {self.vision_config.patch_size}, "
                 f"strategy {self.vision_feature_select_strategy!r})"
+            )
+
+    def _check_vision_feature_layer(self) -> None:
+        """Refuse now what would otherwise be a bare IndexError in the first forward pass."""
+        num_layers = getattr(self.vision_config, "num_hidden_layers", None)
+        if num_layers is None:
+            return
+        num_states = num_layers + 1  # the embeddings' output, then one per layer
+        layers = self.vision_feature_layer if isinstance(self.vision_feature_layer, list) else [self.vision_feature_layer]
+        out_of_range = [layer for layer in layers if not -num_states <= layer < num_states]
+        if out_of_range:
+            raise ValueError(
+                f"vision_feature_layer {self.vision_feature_layer} is out of range: the {self.vision_config.model_type} "
+                f"tower has {num_layers} layers, so hidden-state indices run from {-num_states} to {num_states - 1} "
+                "(-2, the second-to-last layer, is LLaVA's choice)"
             )
 
     @property
