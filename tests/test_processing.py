@@ -82,6 +82,19 @@ def test_image_marker_count_must_match_images(config):
         processor(text="<image> what?")
 
 
+def test_per_row_image_lists_are_checked_row_by_row(config):
+    processor = tiny_processor(config)
+    first, second = random_image(1), random_image(2)
+    with pytest.raises(ValueError, match=r"Sample 0: 2 <image> marker\(s\) in its text but 1 image\(s\)"):
+        processor(text=["<image><image> a", "b"], images=[[first], [second]])  # same total, wrong rows
+    with pytest.raises(ValueError, match="1 image lists for 2 texts"):
+        processor(text=["<image> a", "<image> b"], images=[[first, second]])
+    rows = processor(text=["<image><image> a", "b"], images=[[first, second], []], padding=True, return_tensors="pt")
+    assert rows["pixel_values"].shape[0] == 2
+    assert (rows["input_ids"][0] == processor.image_token_id).sum() == 2 * processor.image_seq_length
+    assert not (rows["input_ids"][1] == processor.image_token_id).any()
+
+
 def test_truncation_that_cuts_image_tokens_is_an_error(config):
     processor = tiny_processor(config)
     text = "Describe this picture please. " * 3 + "<image>"

@@ -2,7 +2,7 @@
 
 Design notes
 - Text and images go through transformers' ProcessorMixin machinery: it checks that the number of `<image>` markers
-  equals the number of images, expands each marker to `image_seq_length` placeholder tokens (one per image feature),
+  equals the number of images (per text when images come as one list per text, a check added here), expands each marker to `image_seq_length` placeholder tokens (one per image feature),
   and maps `{% generation %}` spans of the chat template to `assistant_masks`.
 - `pad_to_square` reproduces LLaVA-1.5's `image_aspect_ratio=pad`: the image is centred on a square canvas filled with
   the image processor's mean colour before the usual resize/crop, so nothing is cropped away.
@@ -62,6 +62,27 @@ class HfLlavaProcessor(ProcessorMixin):
             )
         self.image_token_id = image_token_id
         super().__init__(image_processor, tokenizer, chat_template=chat_template)
+
+    def validate_inputs(self, images=None, text=None, **kwargs):
+        super().validate_inputs(images=images, text=text, **kwargs)
+        # The base class compares totals only: with one image list per text, row 1's image would silently fill
+        # row 0's second marker. A list of lists is read as one list per text, and checked row by row.
+        per_row = isinstance(images, (list, tuple)) and images and all(isinstance(row, (list, tuple)) for row in images)
+        if text is None or not per_row:
+            return
+        texts = [text] if isinstance(text, str) else text
+        if len(images) != len(texts):
+            raise ValueError(
+                f"{len(images)} image lists for {len(texts)} texts: give one list per text (an empty list for a text "
+                "without images)"
+            )
+        for row, (sample, row_images) in enumerate(zip(texts, images)):
+            markers = sample.count(self.image_token)
+            if markers != len(row_images):
+                raise ValueError(
+                    f"Sample {row}: {markers} {self.image_token} marker(s) in its text but {len(row_images)} image(s) "
+                    "in its list"
+                )
 
     def _process_images(self, images, **kwargs):
         if self.pad_to_square:
