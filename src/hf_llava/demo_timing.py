@@ -18,12 +18,12 @@ import time
 
 PROMISED_MINUTES = 30
 # Seconds per stage of `make demo` with the shipped recipes on the reference machine (2 cores, AMD EPYC with
-# AVX512-BF16), per precision the demo may pick; docs/demo.md has the measured runs. Update both when a recipe
-# changes what a stage costs.
+# AVX512-BF16), per precision the demo may pick: full runs and timed steps, dated in docs/demo.md. Update them when a
+# recipe changes what a stage costs.
 REFERENCE_MACHINE = "2-core AMD EPYC with native bf16"
 REFERENCE_SECONDS = {
-    "fp32": {"data": 8, "tower": 130, "stage1-pretrain": 550, "stage2-finetune": 900, "eval": 150, "chat": 4},
-    "bf16": {"data": 8, "tower": 130, "stage1-pretrain": 550, "stage2-finetune": 830, "eval": 150, "chat": 4},
+    "fp32": {"data": 7, "tower": 127, "stage1-pretrain": 552, "stage2-finetune": 1150, "eval": 150, "chat": 4},
+    "bf16": {"data": 7, "tower": 127, "stage1-pretrain": 552, "stage2-finetune": 831, "eval": 150, "chat": 4},
 }
 
 
