@@ -1,8 +1,13 @@
-"""save_checkpoint: a complete, self-describing folder."""
+"""save_checkpoint: a complete, self-describing folder; staged_output: outputs that are written whole or not at all;
+check_hf_llava_checkpoint: any other folder is named for what it is before a model is built from it."""
 
+import json
+
+import pytest
 from huggingface_hub import ModelCard
 
-from hf_llava.checkpoint import save_checkpoint
+from hf_llava.checkpoint import check_hf_llava_checkpoint, save_checkpoint, staged_output
+from hf_llava.errors import UserError
 from hf_llava.testing import tiny_llava
 
 
@@ -39,3 +44,81 @@ def test_checkpoint_does_not_keep_the_last_calls_truncation(tmp_path):
     assert "max_length" not in json.loads((out / "tokenizer_config.json").read_text())
     reloaded = HfLlavaProcessor.from_pretrained(out).tokenizer
     assert len(reloaded("word " * 50)["input_ids"]) >= 50  # nothing truncates a plain call
+
+
+def test_staged_output_refuses_a_non_empty_folder_unless_overwrite(tmp_path):
+    out = tmp_path / "trained"
+    out.mkdir()
+    (out / "model.safetensors.index.json").write_text("{}")
+    with pytest.raises(UserError, match=f"OUT {out}: exists and is not empty; pass --overwrite"):
+        with staged_output(out, overwrite=False):
+            pass
+    with staged_output(out, overwrite=True) as staging:
+        (staging / "model.safetensors").write_text("new")
+    assert sorted(p.name for p in out.iterdir()) == ["model.safetensors"]  # the stale index is gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trained"]  # no staging or previous folder left
+
+
+def test_staged_output_leaves_the_old_folder_when_the_write_fails(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError, match="disk full"):
+        with staged_output(out, overwrite=True) as staging:
+            (staging / "half.safetensors").write_text("half")
+            raise RuntimeError("disk full")
+    assert [p.name for p in out.iterdir()] == ["old.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+@pytest.mark.parametrize("out_of", [lambda src: src, lambda src: src.parent])
+def test_staged_output_never_writes_over_an_input(tmp_path, out_of):
+    src = tmp_path / "models" / "src"
+    src.mkdir(parents=True)
+    (src / "config.json").write_text("{}")
+    with pytest.raises(UserError, match="is \\(or contains\\) the input"):
+        with staged_output(out_of(src), overwrite=True, sources=["org/hub-id", src]):
+            pass
+    assert (src / "config.json").read_text() == "{}"
+
+
+def test_staged_output_names_an_output_that_cannot_be_a_folder(tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(UserError, match=f"OUT {a_file}: is a file"):
+        with staged_output(a_file, overwrite=True):
+            pass
+    with pytest.raises(UserError, match="cannot write there"):
+        with staged_output(a_file / "out", overwrite=False):
+            pass
+
+
+NOT_HF_LLAVA = {
+    "native llava": ({"model_type": "llava", "text_config": {}, "vision_config": {}}, "convert --from llava-hf"),
+    "original LLaVA": ({"model_type": "llava", "mm_vision_tower": "openai/clip"}, "convert --from llava "),
+    "CLIP tower": ({"model_type": "clip_vision_model", "image_size": 224, "patch_size": 14},
+                   "vision tower \\(clip_vision_model\\).*hf-llava build --vision-tower"),
+    "full CLIP": ({"model_type": "clip", "vision_config": {}, "text_config": {}}, "hf-llava build --vision-tower"),
+    "LLM": ({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}, "language model \\(llama\\).*--llm"),
+    "other": ({"model_type": "bert", "architectures": ["BertModel"]}, "model_type 'bert', not a hf_llava"),
+}
+
+
+@pytest.mark.parametrize("kind", NOT_HF_LLAVA)
+def test_a_folder_that_is_not_hf_llava_is_named_with_what_to_do(tmp_path, kind):
+    config, expected = NOT_HF_LLAVA[kind]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match=f"model {tmp_path}: expected a hf_llava checkpoint, found .*{expected}"):
+        check_hf_llava_checkpoint(str(tmp_path))
+
+
+def test_an_hf_llava_folder_passes_and_non_checkpoints_are_named(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "hf_llava"}))
+    check_hf_llava_checkpoint(str(tmp_path))
+    dataset = tmp_path / "dataset"
+    dataset.mkdir()
+    (dataset / "dataset_dict.json").write_text("{}")
+    with pytest.raises(UserError, match="a saved dataset, so not a checkpoint folder"):
+        check_hf_llava_checkpoint(str(dataset))
+    with pytest.raises(UserError, match="no such folder"):
+        check_hf_llava_checkpoint(str(tmp_path / "missing" / "model"))

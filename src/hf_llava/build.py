@@ -246,20 +246,23 @@ def layer_list(text: str) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    model, processor = build_llava(
-        args.vision_tower,
-        args.llm,
-        projector_type=args.projector_type,
-        chat_template=args.chat_template,
-        vision_feature_layer=feature_layer(args.vision_feature_layer),
-        vision_feature_select_strategy=args.select_strategy,
-        pad_to_square=args.pad_to_square,
-        image_position_embedding_std=args.image_position_embedding_std,
-        dtype=args.dtype,
-    )
-    out = save_llava(model, processor, args.out)
+    from .checkpoint import staged_output
+
+    with staged_output(args.out, overwrite=args.overwrite, sources=[args.vision_tower, args.llm]) as staging:
+        model, processor = build_llava(
+            args.vision_tower,
+            args.llm,
+            projector_type=args.projector_type,
+            chat_template=args.chat_template,
+            vision_feature_layer=feature_layer(args.vision_feature_layer),
+            vision_feature_select_strategy=args.select_strategy,
+            pad_to_square=args.pad_to_square,
+            image_position_embedding_std=args.image_position_embedding_std,
+            dtype=args.dtype,
+        )
+        save_llava(model, processor, staging)
     print(f"Built an untrained HfLlava model from {args.vision_tower} + {args.llm}:\n{describe(model)}")
-    print(f"Saved to {out} (load with trust_remote_code=True). Train the projector before expecting image answers.")
+    print(f"Saved to {args.out} (load with trust_remote_code=True). Train the projector before expecting image answers.")
     return 0
 
 
@@ -279,5 +282,6 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--pad-to-square", action="store_true", help="pad images to a square with the mean colour (LLaVA-1.5)")
     parser.add_argument("--image-position-embedding-std", type=float, default=0.0, help="> 0: a learned vector per image token position, added to the projector's output (initialised with this std; not in LLaVA or native llava); default 0: none")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="weights dtype (default: as stored)")
-    parser.add_argument("out", help="output directory")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists and is not empty")
+    parser.add_argument("out", metavar="OUT", help="output directory (written only when the build succeeded)")
     parser.set_defaults(func=run)

@@ -26,7 +26,7 @@ import re
 import sys
 from pathlib import Path
 
-from .checkpoint import save_checkpoint
+from .checkpoint import checkpoint_kind, save_checkpoint
 from .errors import UserError
 
 LLAVA_HF = "llava-hf"
@@ -70,14 +70,18 @@ def read_config(src: str | Path) -> dict:
         raise ConversionError(f"{path}: not valid JSON ({error})") from error
 
 
+LAYOUT_HINTS = {
+    "hf_llava": "an hf_llava checkpoint (export it with --to llava-hf)",
+    "original_llava": "an original LLaVA checkpoint (use --from llava)",
+    "native_llava": "a transformers-native llava checkpoint (use --from llava-hf)",
+}
+
+
 def _describe_layout(config: dict) -> str:
     """Which flag a checkpoint's config.json calls for, to point users at it."""
-    if config.get("model_type") == "hf_llava":
-        return "an hf_llava checkpoint (export it with --to llava-hf)"
-    if "mm_vision_tower" in config:
-        return "an original LLaVA checkpoint (use --from llava)"
-    if config.get("model_type") == "llava" and "text_config" in config:
-        return "a transformers-native llava checkpoint (use --from llava-hf)"
+    kind = checkpoint_kind(config)
+    if kind in LAYOUT_HINTS:
+        return LAYOUT_HINTS[kind]
     return f"model_type {config.get('model_type')!r}, none of hf_llava, native llava or original LLaVA"
 
 
@@ -160,8 +164,7 @@ def from_llava_hf(src: str | Path, out: str | Path, chat_template: str | None = 
     from . import HfLlavaConfig, HfLlavaForConditionalGeneration, HfLlavaProcessor
 
     raw = read_config(src)
-    is_native = raw.get("model_type") == "llava" and "mm_vision_tower" not in raw  # original LLaVA is "llava" too
-    _require_layout(src, raw, "a transformers-native llava checkpoint", is_native)
+    _require_layout(src, raw, "a transformers-native llava checkpoint", checkpoint_kind(raw) == "native_llava")
     native = LlavaForConditionalGeneration.from_pretrained(src, dtype="auto")
     source = native.config
     config = HfLlavaConfig(
@@ -201,7 +204,7 @@ def to_llava_hf(src: str | Path, out: str | Path, chat_template: str | None = No
     from .configuration_hf_llava import vision_tower_has_cls
 
     raw = read_config(src)
-    _require_layout(src, raw, "an hf_llava checkpoint", raw.get("model_type") == "hf_llava")
+    _require_layout(src, raw, "an hf_llava checkpoint", checkpoint_kind(raw) == "hf_llava")
     config = HfLlavaConfig.from_pretrained(src)
     if config.projector_type != NATIVE_PROJECTOR:
         raise ConversionError(
@@ -348,7 +351,7 @@ def from_llava(
     src = Path(src)
     raw = read_config(src)
     config_path = src / "config.json"
-    _require_layout(src, raw, "an original LLaVA checkpoint", "mm_vision_tower" in raw)
+    _require_layout(src, raw, "an original LLaVA checkpoint", checkpoint_kind(raw) == "original_llava")
     text_type = ORIGINAL_TEXT_TYPES.get(raw.get("model_type"))
     if text_type is None:
         raise ConversionError(
@@ -447,7 +450,8 @@ def add_parser(subparsers) -> None:
     direction.add_argument("--to", dest="target_format", choices=[LLAVA_HF],
                            help="convert an hf_llava checkpoint TO this layout")
     parser.add_argument("src", metavar="SRC", help="source checkpoint directory")
-    parser.add_argument("out", metavar="OUT", help="output directory")
+    parser.add_argument("out", metavar="OUT", help="output directory (written only when the conversion succeeded)")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists and is not empty")
     parser.add_argument("--vision-tower", metavar="PATH_OR_ID",
                         help="--from llava only: CLIP vision tower (config, image processor and, when the checkpoint "
                         "has no vision weights, weights); default: the checkpoint's mm_vision_tower")
@@ -458,16 +462,20 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .checkpoint import staged_output
+
     if args.vision_tower and args.source_format != ORIGINAL:
         raise ConversionError("--vision-tower only applies to --from llava")
-    if args.source_format == LLAVA_HF:
-        out = from_llava_hf(args.src, args.out, chat_template=args.chat_template)
-    elif args.source_format == ORIGINAL:
-        out = from_llava(args.src, args.out, vision_tower=args.vision_tower,
-                         chat_template=args.chat_template or DEFAULT_ORIGINAL_TEMPLATE)
-    else:
-        out = to_llava_hf(args.src, args.out, chat_template=args.chat_template)
-    print(f"wrote {out}")
+    sources = [args.src, *([args.vision_tower] if args.vision_tower else [])]
+    with staged_output(args.out, overwrite=args.overwrite, sources=sources) as staging:
+        if args.source_format == LLAVA_HF:
+            from_llava_hf(args.src, staging, chat_template=args.chat_template)
+        elif args.source_format == ORIGINAL:
+            from_llava(args.src, staging, vision_tower=args.vision_tower,
+                       chat_template=args.chat_template or DEFAULT_ORIGINAL_TEMPLATE)
+        else:
+            to_llava_hf(args.src, staging, chat_template=args.chat_template)
+    print(f"wrote {args.out}")
     return 0
 
 

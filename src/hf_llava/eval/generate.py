@@ -89,7 +89,9 @@ def generate_answers(model, processor, rows, batch_size: int = 16, max_new_token
 def load_model(path: str, dtype: str = "float32", device: str = "cpu"):
     """(model in eval mode on `device`, processor) from a hf_llava checkpoint folder or Hub id."""
     from .. import HfLlavaForConditionalGeneration, HfLlavaProcessor
+    from ..checkpoint import check_hf_llava_checkpoint
 
+    check_hf_llava_checkpoint(path)  # anything else would first build a random default-size (7B) model
     try:
         model = HfLlavaForConditionalGeneration.from_pretrained(path, dtype=dtype)
     except OSError as e:
