@@ -10,15 +10,31 @@ Design notes
   (`multi_modal_projector`), which also matches PEFT's `modules_to_save` copy of it.
 - `group_by_modality_length`: `_get_train_sampler` returns `ModalityLengthGroupedSampler` (see sampler.py) over the
   train dataset's messages; evaluation keeps the Trainer's sampler.
-- `compute_loss` on devices without Triton (CPU): TRL's fused LM head scores every position there (it compacts to
-  the supervised positions only on CUDA/XPU, to keep tile shapes fixed for compilers elsewhere) and folds entropy
-  tiles in eager torch: measured 2.2 s of a 5.2 s SmolLM2 stage-1 step on 2 cores. There the loss is computed from
-  the model's own `logits_to_keep`: logits only at sequence positions that predict a label in some row, log-softmax
-  in fp32, the same sum / num_items_in_batch reduction and the same logged metrics. Anything that needs TRL's own
-  path (label smoothing, DFT loss, `compute_loss_func`, MoE aux loss, `return_outputs`) keeps it.
 - QLoRA: SFTTrainer casts every trainable parameter of a quantised model to bf16 (the QLoRA paper's choice for the
   adapter). The fully trained `modules_to_save` copies (projector, a tuned tower) are put back in fp32: at LLaVA's
   projector lr (2e-5) most bf16 updates would round away. Autocast (`bf16: true`) runs them in bf16 as usual.
+
+Which loss runs when. One loss (next-token NLL over the positions whose label is not -100, summed, divided by
+`num_items_in_batch` = the supervised tokens of the whole optimizer step, else by this batch's count) is computed in
+three places; tests/test_loss_paths.py checks that they give the same loss and gradients.
+
+| path                    | code                                      | runs when                                   |
+|-------------------------|-------------------------------------------|---------------------------------------------|
+| model's `loss_function` | `HfLlavaForConditionalGeneration.forward` | `model(**batch)` with labels, no trainer    |
+| TRL's fused LM head     | `SFTTrainer.compute_loss`                 | training on CUDA/XPU, or a loss variant     |
+| supervised positions    | `LlavaSFTTrainer.compute_loss` below      | training elsewhere (CPU), plain nll loss    |
+
+Why three, and none removed:
+- `loss_function` is the transformers contract (a model given labels returns its loss); the trainers never call it.
+- TRL's fused head (the `fused_lm_head=True` forward TRL patches into the model) never builds the (batch, length,
+  vocab) logits, and with Triton it scores only the supervised positions. It also owns the loss variants, which the
+  supervised-positions path leaves to it: `loss_type` dft, label smoothing, `compute_loss_func`, an MoE aux loss,
+  `return_outputs` (`_supervised_positions_loss` says which path a call takes).
+- Without Triton (CPU) TRL's head scores every position, to keep tile shapes fixed for compilers, and folds its
+  entropy tiles in eager torch: a large share of a CPU step (benchmarks/README.md). The supervised-positions path
+  asks the model for logits only at the positions that predict a label (`logits_to_keep`), takes one fp32
+  log-softmax for both the loss and the metrics TRL logs (entropy, mean_token_accuracy, num_tokens), and reduces
+  and scales for DDP exactly as SFTTrainer does, so a run's loss does not depend on the device it trains on.
 """
 
 import torch
