@@ -1,22 +1,32 @@
-"""Training throughput, one run, printed as ratios: the stage-1 feature cache, our recipe vs TRL's stock VLM path,
-and the collator.
+"""Training throughput as ratios from interleaved repeats: the stage-1 feature cache, our recipe vs TRL's stock VLM
+path, and the collator.
 
 Design notes
 - Vision-heavy, tiny-ish stage 1 (CPU): a ViT-S/16-sized CLIP tower at 224 px (196 image tokens, 12 layers, random
-  init) and a small 4-layer Llama, batch 8, `plain` captions; only the projector trains.
+  init) and a small 2-layer Llama, batch 8, `plain` captions; only the projector trains.
 - Samples/s are measured between the end of the first step and the end of the last (the first step's warm-up is
   left out) with a TrainerCallback; every run trains the same rows in the same order (seed 0).
-- Cache: `recipes/sft.py` with and without `cache_image_features`; the one-off cost of building the cache is reported
-  next to the ratio (how many steps it pays for itself in).
-- Stock: TRL's native VLM path on transformers' `LlavaForConditionalGeneration`, the same weights (our stage-1
+- Repeats are interleaved (ours with pixels, ours with the cache, TRL stock; the next repeat in reverse order), and
+  each ratio is taken within one repeat: on a shared machine, background load then slows both sides of a ratio
+  alike, and a trend over the run cancels out. The report gives each run's median samples/s and each ratio's
+  median with its spread (min-max over repeats); a 10% difference needs a spread narrower than that, which a
+  handful of ~1 s steps on a busy machine does not give.
+- Cache: the recipe's `main` with and without `cache_image_features`; the one-off cost of building the cache is
+  reported next to the ratio (the run's setup, so an upper bound).
+- Stock: TRL's native VLM path on transformers' `LlavaForConditionalGeneration`, the same weights (our first stage-1
   output exported with `hf_llava.convert.to_llava_hf`), the same rows (`images` + `messages`), SFTTrainer's own
   collator (`DataCollatorForVisionLanguageModeling`) with `assistant_only_loss=True`, only the projector trainable.
-- Collator rows/s: ours (`MultimodalCollator`) and TRL's on the same rows, batches of 8, no model.
+- Collator rows/s: ours (`MultimodalCollator`) and TRL's on the same rows, batches of 8, no model, one pass each
+  per repeat (interleaved as well).
 """
 
 import argparse
+import contextlib
 import importlib.util
+import io
 import logging
+import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -52,8 +62,8 @@ def make_parts(root: Path, rows: int) -> dict:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from hf_llava.data.schema import features
+    from hf_llava.tiny import tiny_tokenizer
     from hf_llava.training.model import save_random_clip_tower
-    from hf_llava.testing import tiny_tokenizer
 
     tower = save_random_clip_tower(root / "tower", seed=0, **VISION)
     tokenizer = tiny_tokenizer(chat_template=None)
@@ -107,59 +117,96 @@ def run_stock(native_dir: Path, dataset, out: Path, steps: int):
     timer = StepTimer()
     trainer = SFTTrainer(model=model, args=config, train_dataset=dataset,
                          processing_class=AutoProcessor.from_pretrained(native_dir), callbacks=[timer])
+    start = time.perf_counter()
     trainer.train()
-    return trainer, timer
+    return trainer, timer, time.perf_counter() - start
 
 
-def collator_rows_per_second(collator, rows: list[dict], repeats: int = 3) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for k in range(0, len(rows), BATCH):
-            collator(rows[k:k + BATCH])
-        best = min(best, time.perf_counter() - start)
-    return len(rows) / best
+def collator_rows_per_second(collator, rows: list[dict]) -> float:
+    start = time.perf_counter()
+    for k in range(0, len(rows), BATCH):
+        collator(rows[k:k + BATCH])
+    return len(rows) / (time.perf_counter() - start)
+
+
+def spread(values: list[float], unit: str = "") -> str:
+    """Median and [min-max] of the per-repeat values."""
+    return f"{statistics.median(values):7.2f}{unit}  [{min(values):.2f}-{max(values):.2f}]"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=6, help="training steps per run (the first is warm-up)")
+    parser.add_argument("--steps", type=int, default=10, help="timed training steps per run (plus one warm-up step)")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats of every run")
     args = parser.parse_args()
+    if args.steps < 1 or args.repeats < 1:
+        parser.error("--steps and --repeats must be at least 1")
     logging.disable(logging.WARNING)
     import datasets
+    import transformers
 
     from hf_llava import MultimodalCollator
     from hf_llava.convert import to_llava_hf
 
     datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
     sft = load_sft()
+    steps = args.steps + 1
+    speeds = {"pixels": [], "cache": [], "stock": []}
+    cache_builds, collator_speeds = [], {"ours": [], "stock": []}
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
         root = Path(tmp)
-        parts = make_parts(root, args.steps * BATCH)
-        pixels, pixel_timer, _ = run_ours(sft, parts, root / "pixels", args.steps)
-        cached, cached_timer, cached_total = run_ours(sft, parts, root / "cached", args.steps,
-                                                      "--cache_image_features", "true")
-        build = cached_total - (cached_timer.end - cached_timer.start) * args.steps / (args.steps - 1)
-        native = to_llava_hf(root / "pixels", root / "native")
+        parts = make_parts(root, steps * BATCH)
         dataset = datasets.load_from_disk(parts["data"]).select_columns(["images", "messages"])
-        stock, stock_timer = run_stock(native, dataset, root / "stock", args.steps)
         rows = list(datasets.load_from_disk(parts["data"]))
-        ours_collator = MultimodalCollator(pixels.processing_class)
-        ours_rows, stock_rows = (collator_rows_per_second(c, rows) for c in (ours_collator, stock.data_collator))
+        collators = {}
 
-    ours, cache, trl = (t.samples_per_second() for t in (pixel_timer, cached_timer, stock_timer))
+        def run(name: str, out: Path):
+            if name == "stock":
+                return run_stock(root / "native", dataset, out, steps)
+            extra = ("--cache_image_features", "true") if name == "cache" else ()
+            return run_ours(sft, parts, out, steps, *extra)
+
+        for repeat in range(args.repeats):
+            order = ["pixels", "cache", "stock"] if repeat % 2 == 0 else ["stock", "cache", "pixels"]
+            for name in order:
+                out = root / f"{name}{repeat}"
+                with contextlib.redirect_stdout(io.StringIO()):  # the Trainer's own end-of-run log lines
+                    trainer, timer, total = run(name, out)
+                if name == "stock":
+                    collators.setdefault("stock", trainer.data_collator)
+                else:
+                    collators.setdefault("ours", MultimodalCollator(trainer.processing_class))
+                if name == "cache":
+                    cache_builds.append(total - (timer.end - timer.start) * steps / (steps - 1))
+                if name == "pixels" and not (root / "native").exists():  # stock starts from our first output
+                    to_llava_hf(out, root / "native")
+                speeds[name].append(timer.samples_per_second())
+                shutil.rmtree(out, ignore_errors=True)
+            for name in ("ours", "stock") if repeat % 2 == 0 else ("stock", "ours"):
+                collator_speeds[name].append(collator_rows_per_second(collators[name], rows))
+            print(f"repeat {repeat + 1}/{args.repeats}: ours/stock {speeds['pixels'][-1] / speeds['stock'][-1]:.2f}x, "
+                  f"cache/pixels {speeds['cache'][-1] / speeds['pixels'][-1]:.2f}x", flush=True)
+
+    def ratios(numerator: list[float], denominator: list[float]) -> list[float]:
+        return [a / b for a, b in zip(numerator, denominator)]
+
     tokens = (VISION["image_size"] // VISION["patch_size"]) ** 2
     print(f"stage 1, CLIP ViT-S/16-sized tower at {VISION['image_size']} px ({tokens} image tokens) + "
-          f"{TEXT['num_hidden_layers']}-layer {TEXT['hidden_size']}-wide Llama, batch {BATCH}, {args.steps} steps, "
-          f"{torch.get_num_threads()} threads")
-    print(f"  ours, pixels            {ours:7.2f} samples/s")
-    print(f"  ours, feature cache     {cache:7.2f} samples/s   (one-off cache build ~{build:.1f} s for "
-          f"{args.steps * BATCH} images)")
-    print(f"  TRL stock VLM (native)  {trl:7.2f} samples/s")
-    print(f"  collator rows/s: ours {ours_rows:.0f}, TRL's {stock_rows:.0f}")
-    print(f"ratio cache / pixels:       {cache / ours:.2f}x  (goal >= 3)")
-    print(f"ratio ours / TRL stock:     {ours / trl:.2f}x  (goal >= 1)")
-    print(f"ratio collator ours / TRL:  {ours_rows / stock_rows:.2f}x")
+          f"{TEXT['num_hidden_layers']}-layer {TEXT['hidden_size']}-wide Llama, batch {BATCH}, {args.steps} timed "
+          f"steps (+1 warm-up) per run, {args.repeats} interleaved repeats, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}")
+    print("runs alternate within each repeat (pixels, cache, stock, then reversed), so background load on a shared "
+          "machine hits both sides of a ratio alike; median [min-max] over repeats; ratios are per repeat")
+    print(f"  ours, pixels            {spread(speeds['pixels'])} samples/s")
+    print(f"  ours, feature cache     {spread(speeds['cache'])} samples/s   (one-off cache build and setup "
+          f"~{statistics.median(cache_builds):.1f} s for {steps * BATCH} images)")
+    print(f"  TRL stock VLM (native)  {spread(speeds['stock'])} samples/s")
+    print(f"  collator, ours          {spread(collator_speeds['ours'])} rows/s")
+    print(f"  collator, TRL's         {spread(collator_speeds['stock'])} rows/s")
+    print(f"ratio cache / pixels:      {spread(ratios(speeds['cache'], speeds['pixels']), 'x')}  (goal >= 3)")
+    print(f"ratio ours / TRL stock:    {spread(ratios(speeds['pixels'], speeds['stock']), 'x')}  (goal >= 1)")
+    print(f"ratio collator ours / TRL: {spread(ratios(collator_speeds['ours'], collator_speeds['stock']), 'x')}")
 
 
 if __name__ == "__main__":
