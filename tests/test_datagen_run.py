@@ -355,3 +355,38 @@ def test_push_without_images_is_refused_before_any_request(coco, tmp_path):
         with pytest.raises(ValueError, match="--image-dir"):
             generate(config(coco, tmp_path, server, image_dir=None, push_to_hub="user/x"))
         assert not server.log
+
+
+def write_instances_for(coco, tmp_path, keep_ids) -> str:
+    """The fixture's instances file reduced to the images `keep_ids` (and their boxes)."""
+    data = json.loads(Path(coco["instances"]).read_text())
+    data["images"] = [image for image in data["images"] if image["id"] in keep_ids]
+    data["annotations"] = [ann for ann in data["annotations"] if ann["image_id"] in keep_ids]
+    path = tmp_path / "instances_subset.json"
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def test_captions_and_instances_sharing_no_image_are_refused_before_any_request(coco, tmp_path):
+    from hf_llava.errors import UserError
+
+    with OpenAIServer() as server:
+        disjoint = write_instances_for(coco, tmp_path, keep_ids={14, 15})  # the run reads images 1-6 (limit)
+        with pytest.raises(UserError, match=r"share no image id \(captions has e\.g\. 1, 2, 3\)"):
+            generate(config(coco, tmp_path / "out", server, instances=disjoint))
+        with pytest.raises(UserError, match="need the boxes: pass --instances"):
+            generate(config(coco, tmp_path / "out", server, instances=None))
+        assert not server.log
+
+
+def test_images_missing_from_instances_get_no_box_requests_unless_allowed(coco, tmp_path, caplog):
+    partial = write_instances_for(coco, tmp_path, keep_ids={1, 2, 3, 4})  # images 5 and 6 have no boxes
+    with OpenAIServer(latency=0.01) as server:
+        stats = generate(config(coco, tmp_path / "out", server, instances=partial))
+        assert "2 of 6 captioned images are not in --instances" in caplog.text and "e.g. ids 5, 6" in caplog.text
+        sent = set(delivered(server))
+        assert sent == all_keys(6) - {str(Key(i, t, "v1", MODEL)) for i in ("5", "6") for t in ("detail", "complex")}
+        assert stats["no_boxes"] == 4 and stats["rows"] == 14
+
+        allowed = generate(config(coco, tmp_path / "out", server, instances=partial, allow_missing_boxes=True))
+        assert allowed["no_boxes"] == 0 and allowed["rows"] == 18 and allowed["sent_this_run"] == 4

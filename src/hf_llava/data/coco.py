@@ -30,6 +30,8 @@ class CocoImage:
     captions: list[str] = field(default_factory=list)
     # (category_name, [x, y, w, h] in pixels), in annotation-file order
     boxes: list[tuple[str, list[float]]] = field(default_factory=list)
+    # listed in the instances file's `images` (an image there may have no boxes; one missing from it has unknown boxes)
+    in_instances: bool = False
 
 
 def _read_json(path: str | os.PathLike) -> dict:
@@ -75,7 +77,9 @@ def load_coco(
     if captions_json is None and instances_json is None:
         raise ValueError("load_coco needs a captions file, an instances file, or both")
     images: dict[int, CocoImage] = {}
-    for path in (p for p in (captions_json, instances_json) if p is not None):
+    for path, is_instances in ((captions_json, False), (instances_json, True)):
+        if path is None:
+            continue
         data = _read_json(path)
         for entry in data["images"]:
             try:
@@ -83,6 +87,7 @@ def load_coco(
                 if image_id not in images:
                     images[image_id] = CocoImage(image_id, entry["file_name"], int(entry["width"]),
                                                  int(entry["height"]))
+                images[image_id].in_instances |= is_instances
             except (KeyError, TypeError, ValueError) as e:
                 report.bad(BadRecordError(path, f"image {entry.get('id')!r}", f"malformed image entry ({e!r})"))
     if captions_json is not None:

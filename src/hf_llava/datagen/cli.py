@@ -47,6 +47,9 @@ def add_parser(subparsers) -> None:
     io.add_argument("--types", type=_types, default=TYPES, help=f"comma-separated subset of {','.join(TYPES)}")
     io.add_argument("--limit", type=int, help="only the first N images")
     io.add_argument("--image-dir", help="COCO image folder: embed image bytes in the dataset (else file names)")
+    io.add_argument("--allow-missing-boxes", action="store_true",
+                    help="send detail/complex requests with captions only for images missing from --instances "
+                         "(default: not sent, counted as no_boxes)")
     teacher = p.add_argument_group("teacher")
     teacher.add_argument("--model", default="gpt-4o-mini", help="teacher model name (default: %(default)s)")
     teacher.add_argument("--base-url", help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1 "
@@ -88,7 +91,8 @@ def run(args) -> int:
         prompt_version=args.prompt_version, prompts_dir=args.prompts_dir, max_tokens=args.max_tokens,
         temperature=args.temperature, timeout=args.timeout, max_retries=args.max_retries, max_cost=args.max_cost,
         price_table=args.price_table, batch_api=args.batch_api, batch_size=args.batch_size,
-        poll_interval=args.poll_interval, image_dir=args.image_dir, push_to_hub=args.push_to_hub,
+        poll_interval=args.poll_interval, image_dir=args.image_dir,
+        allow_missing_boxes=args.allow_missing_boxes, push_to_hub=args.push_to_hub,
         private=args.private, progress=False if args.no_progress else None)
     from openai import OpenAIError
 

@@ -6,7 +6,10 @@ Design notes
 - Input: COCO annotation files (+ `--image-dir` for the images), or the dataset written by
   datasets_scripts/coco_captions_boxes.py (`--dataset`, its `captions`/`boxes` columns and embedded images).
 - Images without captions have no context to give the teacher: they are counted in stats (`no_context`), not
-  requested.
+  requested. No captioned image at all is an error.
+- Detail and complex prompts are written around the boxes, so their requests are never sent without them: captions
+  and instances files that share no image id are refused; images missing from the instances file are warned about
+  (count and some ids) and their box requests counted in stats (`no_boxes`), unless `--allow-missing-boxes`.
 - `--max-cost` is checked against the whole bill recorded in this output directory (earlier runs included),
   so repeating a run with the same cap never spends more than the cap in total.
 - Cached responses of the same prompt version but different prompt files (fingerprint) are refused: edit the
@@ -16,17 +19,21 @@ Design notes
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..data.coco import CocoImage, load_coco, symbolic_context
+from ..errors import UserError
 from . import TYPES
 from .cache import Key, ResponseCache
 from .engine import Progress, Request, Settings, make_client, run_live
 from .export import collect, judge, reject_counts, write_outputs
 from .pricing import CostBudget, PriceTable
 from .prompts import DEFAULT_VERSION, USES_BOXES, load_prompts
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -53,6 +60,7 @@ class GenerateConfig:
     batch_size: int = 50_000
     poll_interval: float = 30.0
     image_dir: str | None = None
+    allow_missing_boxes: bool = False  # send detail/complex requests with captions only where boxes are unknown
     push_to_hub: str | None = None
     private: bool = False
     progress: bool | None = None  # None: tqdm decides (off when not a terminal)
@@ -102,6 +110,27 @@ def load_inputs(cfg: GenerateConfig):
     return images, lambda image, row_id: read_image(cfg.image_dir, image.file_name, "COCO images", row_id)
 
 
+def _without_boxes(cfg: GenerateConfig, images: list[CocoImage]) -> set[str]:
+    """Ids of the captioned `images` whose box requests must not be sent: boxes unknown (not in --instances, or no
+    --instances at all), unless the user allows captions only. Raises when no image has boxes at all."""
+    box_types = [kind for kind in cfg.types if USES_BOXES[kind]]
+    if cfg.dataset or not box_types or cfg.allow_missing_boxes:  # the COCO builder joined captions and boxes itself
+        return set()
+    missing = [str(image.image_id) for image in images if not image.in_instances]
+    advice = f"or --types without {'/'.join(box_types)}, or --allow-missing-boxes to send them with captions only"
+    if cfg.instances is None:
+        raise UserError(f"--types {','.join(box_types)} need the boxes: pass --instances (COCO instances_*.json), "
+                        + advice)
+    if len(missing) == len(images):
+        raise UserError(f"--captions {cfg.captions} and --instances {cfg.instances} share no image id (captions has "
+                        f"e.g. {', '.join(missing[:3])}): give both files of the same split, " + advice)
+    if missing:
+        logger.warning("%d of %d captioned images are not in --instances %s (e.g. ids %s): their %s requests are "
+                       "not sent (stats: no_boxes); --allow-missing-boxes sends them with captions only",
+                       len(missing), len(images), cfg.instances, ", ".join(missing[:5]), "/".join(box_types))
+    return set(missing)
+
+
 def generate(cfg: GenerateConfig) -> dict:
     """Run the data engine; returns the stats that are also written to OUT/stats.json."""
     unknown = set(cfg.types) - set(TYPES)
@@ -118,12 +147,19 @@ def generate(cfg: GenerateConfig) -> dict:
     settings = Settings(model=cfg.model, max_tokens=cfg.max_tokens, temperature=cfg.temperature,
                         concurrency=cfg.concurrency, timeout=cfg.timeout, max_retries=cfg.max_retries,
                         prompt_fingerprint=prompts.fingerprint)
-    requests, no_context = [], 0
-    for image in images:
-        if not image.captions:
-            no_context += 1
-            continue
+    captioned = [image for image in images if image.captions]
+    if not captioned:
+        source = cfg.dataset or cfg.captions
+        raise UserError(f"{source}: none of its {len(images)} image(s) (after --limit) has a caption, so there is "
+                        "nothing to ask the teacher" if images else f"{source}: no images (after --limit)")
+    without_boxes = _without_boxes(cfg, captioned)
+    requests, no_boxes = [], 0
+    no_context = len(images) - len(captioned)
+    for image in captioned:
         for kind in cfg.types:
+            if USES_BOXES[kind] and str(image.image_id) in without_boxes:
+                no_boxes += 1
+                continue
             key = Key(str(image.image_id), kind, prompts.version, cfg.model)
             context = symbolic_context(image, with_boxes=USES_BOXES[kind])
             requests.append(Request(key, prompts.types[kind].messages(context)))
@@ -160,7 +196,8 @@ def generate(cfg: GenerateConfig) -> dict:
         stats = {
             "model": cfg.model, "base_url": cfg.base_url, "prompt_version": prompts.version,
             "prompt_fingerprint": prompts.fingerprint, "mode": "batch" if cfg.batch_api else "live",
-            "images": len(images), "no_context": no_context, "requested": len(requests), "rows": len(rows),
+            "images": len(images), "no_context": no_context, "no_boxes": no_boxes, "requested": len(requests),
+            "rows": len(rows),
             "rejected": len(rejects), "failed": len(failures),
             "pending": sum(c["pending"] for c in by_type.values()), "by_type": by_type,
             "rejects_by_reason": reject_counts(rejects),
@@ -191,6 +228,9 @@ def summary(stats: dict) -> str:
         lines.append(f"  {kind}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     if stats["rejects_by_reason"]:
         lines.append("  rejects: " + ", ".join(f"{k} {v}" for k, v in stats["rejects_by_reason"].items()))
+    if stats.get("no_boxes"):
+        lines.append(f"  {stats['no_boxes']} detail/complex request(s) not sent: their images are not in --instances "
+                     "(--allow-missing-boxes sends them with captions only)")
     if stats["stopped"] == "cost cap":
         lines.append("  stopped before the cost cap (--max-cost); rerun with a higher cap to continue")
     if stats["dataset_dir"] is None:
