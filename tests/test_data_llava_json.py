@@ -144,6 +144,31 @@ def test_builder_cli_skip_bad_counts_and_reports(tmp_path, capsys):
         main(builder_module("llava_instruct").LlavaInstruct, args + ["--skip-bad", "--output-dir", str(tmp_path / "o2")])
 
 
+@pytest.mark.parametrize("content", ["", "[]", "  \n"])
+def test_an_empty_input_is_an_error_not_an_empty_dataset(tmp_path, capsys, content):
+    src = tmp_path / "d.json"
+    src.write_text(content)
+    with pytest.raises(SystemExit) as e:
+        main(builder_module("llava_instruct").LlavaInstruct, ["--json", str(src), "--output-dir", str(tmp_path / "o")])
+    assert e.value.code == 2
+    assert "the input has no records" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_every_record_skipped_is_an_error_with_the_reasons_counted(tmp_path, capsys):
+    write_image(tmp_path / "img" / "a.png")
+    good = {"id": 1, "image": "a.png", "conversations": [{"from": "human", "value": "<image>\nq"},
+                                                         {"from": "gpt", "value": "a"}]}
+    src = write_json(tmp_path / "d.json", [good, dict(good, id=2)])
+    args = ["--json", src, "--image-root", str(tmp_path / "wrong-root"), "--skip-bad"]
+    with pytest.raises(SystemExit) as e:
+        main(builder_module("llava_instruct").LlavaInstruct, args + ["--output-dir", str(tmp_path / "o")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "every record was skipped (2 record(s) skipped (2 missing image))" in err and "wrong --image-root" in err
+    assert "a.png" in err and not (tmp_path / "o").exists()
+
+
 def test_skip_report_without_skip_bad_raises():
     err = BadRecordError("f", "r", "broken", "kind")
     with pytest.raises(BadRecordError):

@@ -10,6 +10,8 @@ Design notes
 - datasets 5 has no loading scripts: builders are instantiated directly (`download_and_prepare`, `as_dataset`).
   The CLI prepares into a staging folder next to the output and renames it into place only when everything
   succeeded, so an interrupted build never leaves a half-written dataset that looks complete.
+- A config that ends with zero rows (an empty input, or every record skipped) is an error naming the cause and the
+  counted skip reasons: `load_from_disk` could not open what would be written.
 - A builder with several configs (different columns per config, e.g. synthetic shapes) writes one
   `DatasetDict` per config into OUT/<config>; a single-config builder writes its `DatasetDict` into OUT.
 """
@@ -29,6 +31,7 @@ from collections.abc import Iterator
 import datasets
 import datasets.exceptions
 
+from ..errors import UserError
 from .cards import render_card
 from .errors import BadRecordError, SkipReport
 from .schema import features, validate_row
@@ -114,6 +117,18 @@ def _dataset_dict(builder: CanonicalBuilder) -> datasets.DatasetDict:
         for split, info in builder.info.splits.items()})
 
 
+def _require_rows(builder: CanonicalBuilder, dd: datasets.DatasetDict) -> None:
+    if any(len(split) for split in dd.values()):
+        return
+    what = f"{type(builder).__name__} ({builder.config.name})"
+    skipped = [report for report in builder.skip_reports.values() if report.total]
+    if not skipped:
+        raise UserError(f"{what}: the input has no records (an empty file, or an empty list): nothing to write")
+    summary = "; ".join(report.summary() for report in skipped)
+    raise UserError(f"{what}: every record was skipped ({summary}), e.g. {skipped[0].examples[0]}; fix that "
+                    "cause (a wrong --image-root?) and build again")
+
+
 def build(builder_cls: type[CanonicalBuilder], config_name: str | None = None, cache_dir: str | None = None,
           **config_kwargs) -> tuple[datasets.DatasetDict, dict[str, SkipReport]]:
     """Build one config from Python; returns the DatasetDict and the per-split skip reports."""
@@ -144,6 +159,7 @@ def build_to_disk(builder_cls, output_dir: str, configs: list[str] | None = None
             builder = _prepared(builder_cls, name if multi else None, os.path.join(staging, ".cache", name),
                                 **config_kwargs)
             dd, info = _dataset_dict(builder), builder.info
+            _require_rows(builder, dd)
             dd.save_to_disk(os.path.join(final, name) if multi else final)
             built[name] = dd
             report["configs"][name] = {
