@@ -151,7 +151,7 @@ def test_an_empty_input_is_an_error_not_an_empty_dataset(tmp_path, capsys, conte
     with pytest.raises(SystemExit) as e:
         main(builder_module("llava_instruct").LlavaInstruct, ["--json", str(src), "--output-dir", str(tmp_path / "o")])
     assert e.value.code == 2
-    assert "the input has no records" in capsys.readouterr().err
+    assert f"from --json {src}: the input has no records" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 

@@ -120,7 +120,11 @@ def _dataset_dict(builder: CanonicalBuilder) -> datasets.DatasetDict:
 def _require_rows(builder: CanonicalBuilder, dd: datasets.DatasetDict) -> None:
     if any(len(split) for split in dd.values()):
         return
-    what = f"{type(builder).__name__} ({builder.config.name})"
+    config = builder.config
+    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if "help" in f.metadata}
+    inputs = [f"--{name.replace('_', '-')} {value}" for name, value in values.items()
+              if isinstance(value, str) and os.path.isfile(value)]  # the input files, to name them
+    what = f"{type(builder).__name__} ({config.name})" + (f" from {', '.join(inputs)}" if inputs else "")
     skipped = [report for report in builder.skip_reports.values() if report.total]
     if not skipped:
         raise UserError(f"{what}: the input has no records (an empty file, or an empty list): nothing to write")
