@@ -219,6 +219,8 @@ def run_demo(out_dir: str | Path = "outputs/demo", settings: DemoSettings = Demo
              precision_reason: str = "") -> dict:
     """Run (or resume) every stage; returns {stage: marker info} plus "chat" and "report" entries.
     `precision_reason` says why `settings.precision` was chosen (printed, and named in a too-slow warning)."""
+    from tqdm.auto import tqdm
+
     from .demo_timing import DemoClock, StepTimer, step_estimate_callback
     from .eval.generate import load_model
     from .eval.report import write_report
@@ -235,7 +237,7 @@ def run_demo(out_dir: str | Path = "outputs/demo", settings: DemoSettings = Demo
     infos, reused = {}, set()
     # the reference times are the full run's: a --quick run keeps its clock to itself
     clock = DemoClock([*STAGES, "chat"], settings.precision, precision_reason,
-                      print_fn=(lambda line: None) if settings.quick else print)
+                      print_fn=(lambda line: None) if settings.quick else tqdm.write)
 
     def run_stage(name: str, work) -> dict:
         stage = stages[name]
