@@ -18,7 +18,8 @@ MODEL_RECIPES = sorted(p for p in RECIPES.glob("*/*.yaml") if p.parent.name != "
 ACCELERATE_CONFIGS = sorted((RECIPES / "accelerate_configs").glob("*.yaml"))
 GPUS = 8  # the paper's 8xA100; the accelerate configs launch 8 processes
 
-# REFERENCE.md "Training settings": (stage, learning rate, global batch, epochs)
+# the papers' training settings (LLaVA v1, arXiv 2304.08485; LLaVA-1.5, arXiv 2310.03744, and its scripts), as tabled
+# in docs/training.md: (stage, learning rate, global batch, epochs)
 PAPER = {
     "llava-v1-vicuna-13b/pretrain": (1, 2e-3, 128, 1),
     "llava-v1-vicuna-13b/finetune": (2, 2e-5, 32, 3),
