@@ -18,6 +18,7 @@ SUBCOMMANDS = [
     "hf_llava.eval.cli",
     "hf_llava.inference.chat",
     "hf_llava.inference.serve",
+    "hf_llava.inference.web",
 ]
 
 
