@@ -196,3 +196,14 @@ def test_cache_corruption_names_the_line_and_second_writer_is_refused(tmp_path):
     with ResponseCache(path):
         with pytest.raises(CacheLockedError, match="another"):
             ResponseCache(path).open()
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--concurrency", "0"), ("--concurrency", "-3"), ("--batch-size", "0"),
+                                             ("--limit", "0"), ("--max-cost", "-1"), ("--timeout", "0")])
+def test_nonsense_values_are_refused_where_parsed(flag, value, tmp_path, capsys):
+    from hf_llava.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate-data", "--captions", "c.json", "--output-dir", str(tmp_path), flag, value])
+    assert exit_info.value.code == 2
+    assert f"argument {flag}: must be at least" in capsys.readouterr().err

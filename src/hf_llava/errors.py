@@ -12,6 +12,7 @@ Design notes
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -44,3 +45,16 @@ def check_source(name_or_path: str, flag: str) -> None:
     except HFValidationError:
         raise UserError(f"{flag} {name_or_path}: no such folder (and not a Hub id either)") from None
 
+
+
+def at_least(minimum: float, kind: type = int):
+    """An argparse `type` refusing values below `minimum`, so argparse names the flag and exits with code 2."""
+
+    def parse(text: str):
+        value = kind(text)  # a ValueError becomes argparse's "invalid int value: ..."
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import at_least
 from . import TYPES
 
 DESCRIPTION = """\
@@ -45,7 +46,7 @@ def add_parser(subparsers) -> None:
     io.add_argument("--split", default="train", help="split of --dataset (default: %(default)s)")
     io.add_argument("--output-dir", required=True, help="OUT: cache, dataset, LLaVA JSON, rejects, stats")
     io.add_argument("--types", type=_types, default=TYPES, help=f"comma-separated subset of {','.join(TYPES)}")
-    io.add_argument("--limit", type=int, help="only the first N images")
+    io.add_argument("--limit", type=at_least(1), help="only the first N images")
     io.add_argument("--image-dir", help="COCO image folder: embed image bytes in the dataset (else file names)")
     io.add_argument("--allow-missing-boxes", action="store_true",
                     help="send detail/complex requests with captions only for images missing from --instances "
@@ -56,14 +57,15 @@ def add_parser(subparsers) -> None:
                                             "(default: OPENAI_BASE_URL or api.openai.com)")
     teacher.add_argument("--prompt-version", default="v1", help="prompt set under datagen/prompts/ (default: v1)")
     teacher.add_argument("--prompts-dir", help="root of your own versioned prompt sets (same layout)")
-    teacher.add_argument("--max-tokens", type=int, default=1024)
-    teacher.add_argument("--temperature", type=float, default=0.7)
+    teacher.add_argument("--max-tokens", type=at_least(1), default=1024)
+    teacher.add_argument("--temperature", type=at_least(0.0, float), default=0.7)
     robust = p.add_argument_group("requests")
-    robust.add_argument("--concurrency", type=int, default=16, help="requests in flight (default: %(default)s)")
-    robust.add_argument("--timeout", type=float, default=120.0, help="seconds per attempt (default: %(default)s)")
-    robust.add_argument("--max-retries", type=int, default=5,
+    robust.add_argument("--concurrency", type=at_least(1), default=16, help="requests in flight (default: %(default)s)")
+    robust.add_argument("--timeout", type=at_least(0.001, float), default=120.0,
+                        help="seconds per attempt (default: %(default)s)")
+    robust.add_argument("--max-retries", type=at_least(0), default=5,
                         help="client retries with backoff on 429/5xx/timeouts (default: %(default)s)")
-    robust.add_argument("--max-cost", type=float, metavar="USD",
+    robust.add_argument("--max-cost", type=at_least(0.0, float), metavar="USD",
                         help="stop cleanly before the bill recorded in OUT (all runs) could pass this")
     robust.add_argument("--price-table", metavar="FILE.json",
                         help='override/extend prices: {"model": {"input": USD/1M, "output": USD/1M}}')
@@ -71,8 +73,9 @@ def add_parser(subparsers) -> None:
     batch = p.add_argument_group("batch API")
     batch.add_argument("--batch-api", action="store_true",
                        help="submit through /v1/files + /v1/batches instead of live requests (resumable)")
-    batch.add_argument("--batch-size", type=int, default=50_000, help="requests per batch (API max 50000)")
-    batch.add_argument("--poll-interval", type=float, default=30.0, help="seconds between batch status polls")
+    batch.add_argument("--batch-size", type=at_least(1), default=50_000, help="requests per batch (API max 50000)")
+    batch.add_argument("--poll-interval", type=at_least(0.0, float), default=30.0,
+                       help="seconds between batch status polls")
     hub = p.add_argument_group("hub")
     hub.add_argument("--push-to-hub", metavar="REPO_ID", help="push the dataset with a card (token: HF_TOKEN)")
     hub.add_argument("--private", action="store_true")
