@@ -19,7 +19,8 @@ from dataclasses import dataclass
 PRECISIONS = ("auto", "fp32", "bf16")
 # ATen capabilities whose kernels have no bf16 instructions (torch.backends.cpu.get_cpu_capability())
 _NO_BF16_CAPABILITIES = {"DEFAULT", "NO AVX", "AVX", "AVX2"}
-# bf16 must beat fp32 by this factor to be worth autocast's casts (native: ~4x faster; emulated: ~40x slower)
+# bf16 must beat fp32 by this factor to be worth autocast's casts (natively it is several times faster, emulated tens
+# of times slower, so the margin only guards against noise)
 _SPEEDUP_NEEDED = 1.25
 
 
