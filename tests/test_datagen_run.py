@@ -169,14 +169,16 @@ def test_server_killed_mid_run_then_rerun_finishes_without_resending(coco, tmp_p
             time.sleep(0.005)
         server.kill()
 
+    from hf_llava.datagen.engine import FatalRequestError
+
     killer = threading.Thread(target=kill_after_some_answers)
     killer.start()
-    stats = generate(config(coco, tmp_path, server, concurrency=3, max_retries=1, timeout=1.0))
+    with pytest.raises(FatalRequestError, match="requests in a row could not connect"):  # stops, does not plod on
+        generate(config(coco, tmp_path, server, concurrency=3, max_retries=1, timeout=1.0))
     killer.join()
-    assert stats["failed"] > 0 and stats["rows"] >= 6
-    assert any("APIConnectionError" in f["error"] for f in stats["failures"])
     with ResponseCache(tmp_path / "cache.jsonl") as cache:
         finished = {str(k) for k in cache.ok}
+        assert len(finished) >= 6 and any("APIConnectionError" in r["error"] for r in cache.failed.values())
 
     with OpenAIServer() as fresh:
         stats = generate(config(coco, tmp_path, fresh))
@@ -390,3 +392,20 @@ def test_images_missing_from_instances_get_no_box_requests_unless_allowed(coco, 
 
         allowed = generate(config(coco, tmp_path / "out", server, instances=partial, allow_missing_boxes=True))
         assert allowed["no_boxes"] == 0 and allowed["rows"] == 18 and allowed["sent_this_run"] == 4
+
+
+def test_an_unreachable_endpoint_stops_the_run_early_with_a_clear_error(coco, tmp_path):
+    import socket
+
+    from hf_llava.datagen.engine import UNREACHABLE_AFTER, FatalRequestError
+
+    with socket.socket() as sock:  # a port with nothing listening: every connection is refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = dict(coco, output_dir=str(tmp_path), base_url=f"http://127.0.0.1:{port}/v1", model=MODEL,
+                    concurrency=2, max_retries=0, timeout=5.0, progress=False, limit=6)
+    with pytest.raises(FatalRequestError, match=f"{UNREACHABLE_AFTER} requests in a row could not connect to "
+                                                f"http://127.0.0.1:{port}/v1/"):
+        generate(GenerateConfig(**settings))
+    attempted = len((tmp_path / "cache.jsonl").read_text().splitlines())
+    assert UNREACHABLE_AFTER <= attempted < 18  # stopped, not plodding through all 18 requests

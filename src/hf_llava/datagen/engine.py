@@ -11,7 +11,9 @@ Design notes
 - Retries with exponential backoff on 429/5xx/timeouts, honouring Retry-After, are the client's own
   (`max_retries`); `timeout` bounds every attempt. A request that still fails is appended to the cache as
   `failed` with its error (the next run retries it). Errors that would fail every request the same way
-  (bad key, unknown model or endpoint) stop the run with an error naming the record instead.
+  (bad key, unknown model or endpoint) stop the run with an error naming the record instead, and so does a run of
+  `UNREACHABLE_AFTER` requests in a row that could not connect at all (a wrong --base-url or a server that is
+  down would otherwise retry every remaining request before the summary).
 - A response is appended to the cache (fsync) before it counts as finished; a response that comes back empty,
   truncated or unusable is still a paid, finished response: it is cached and shows up as a reject, never resent.
 - `Progress` (a tqdm bar with done/failed/rejected/cost) is shared with the Batch API path.
@@ -30,6 +32,9 @@ from .cache import Key, ResponseCache
 from .pricing import CostBudget
 
 KEY_HEADER = "X-Datagen-Key"
+# consecutive connection failures (each after the client's own retries) that mean the endpoint is unreachable; a few,
+# so that one network blip among many good answers does not stop a run
+UNREACHABLE_AFTER = 5
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,7 @@ async def run_live(requests: Iterable[Request], *, client, cache: ResponseCache,
     fatal = (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError)
     pending = iter(requests)
     stop: list[str] = []
+    connection_failures = 0  # in a row; any answer resets it
     settled = asyncio.Condition()
 
     async def reserve(request: Request) -> float | None:
@@ -134,6 +140,7 @@ async def run_live(requests: Iterable[Request], *, client, cache: ResponseCache,
 
     async def send(request: Request, reservation: float) -> dict:
         """One request (with the client's retries) -> its durable cache record."""
+        nonlocal connection_failures
         try:
             response = await client.post("/chat/completions", cast_to=ChatCompletion,
                                          body=request_body(request, settings),
@@ -144,7 +151,17 @@ async def run_live(requests: Iterable[Request], *, client, cache: ResponseCache,
             raise FatalRequestError(f"request {request.key}: {describe_error(err)}") from err
         except (openai.APIError, ValueError) as err:  # retries exhausted, or a response we cannot read
             budget.release(reservation)
-            return await asyncio.to_thread(cache.append, request.key, failed_record(describe_error(err), "live"))
+            record = await asyncio.to_thread(cache.append, request.key, failed_record(describe_error(err), "live"))
+            if isinstance(err, openai.APIConnectionError) and not isinstance(err, openai.APITimeoutError):
+                connection_failures += 1
+                if connection_failures >= UNREACHABLE_AFTER and not stop:
+                    stop.append("unreachable")
+                    raise FatalRequestError(
+                        f"{connection_failures} requests in a row could not connect to {client.base_url} (last: "
+                        f"request {request.key}: {describe_error(err)}); check --base-url and that the server is "
+                        "running, then rerun (finished responses are kept)") from err
+            return record
+        connection_failures = 0
         choice = response.choices[0] if response.choices else None
         usage = response.usage.model_dump(exclude_none=True) if response.usage else None
         cost = budget.settle(reservation, usage, request.prompt_chars)
