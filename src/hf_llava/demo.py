@@ -27,7 +27,7 @@ Design notes
   previous stage's marker. So an edited recipe (or a newer hf-llava's data builder) redoes that stage and every
   later one, and a redone stage redoes the ones after it, instead of reusing results made from something else.
 - `--quick` runs the same pipeline with a tiny random LLM and tower (hf_llava.tiny sizes) for a few steps: the
-  CI smoke test. The numbers it prints are meaningless; the full run's are the README's.
+  CI smoke test. The numbers it prints are meaningless; the full run's are in docs/demo.md.
 """
 
 from __future__ import annotations

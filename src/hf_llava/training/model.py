@@ -92,7 +92,7 @@ def prepare_quantized(model):
 
 def _load_checkpoint(model_args, image_position_embedding_std: float = 0.0):
     """The checkpoint; with `image_position_embedding_std` > 0 and a checkpoint without a per-position embedding, one
-    is added (initialised with that std; e.g. at stage 2: added at stage 1 it did not help, see the README)."""
+    is added (initialised with that std; e.g. at stage 2: added at stage 1 it did not help, see docs/demo-log.md)."""
     from .. import HfLlavaConfig, HfLlavaForConditionalGeneration, HfLlavaProcessor
 
     path, revision = model_args.model_name_or_path, model_args.model_revision
