@@ -6,6 +6,7 @@ from data_helpers import builder_module, pixels, write_image, write_json
 from hf_llava.data import jsonstream
 from hf_llava.data.builder import build, main
 from hf_llava.data.errors import BadRecordError, SkipReport
+from hf_llava.errors import UserError
 from hf_llava.data.llava_json import canonical_to_llava, iter_llava_json, llava_to_canonical, write_llava_json
 
 IMG, TXT = {"type": "image", "text": None}, lambda t: {"type": "text", "text": t}
@@ -167,6 +168,32 @@ def test_every_record_skipped_is_an_error_with_the_reasons_counted(tmp_path, cap
     err = capsys.readouterr().err
     assert "every record was skipped (2 record(s) skipped (2 missing image))" in err and "wrong --image-root" in err
     assert "a.png" in err and not (tmp_path / "o").exists()
+
+
+def test_non_utf8_text_names_the_file_and_record(tmp_path):
+    array, lines = tmp_path / "array.json", tmp_path / "lines.jsonl"
+    array.write_bytes(b'[{"id": 1}, {"id": "caf\xe9"}]')
+    lines.write_bytes(b'{"id": 1}\n{"id": "caf\xe9"}\n')
+    with pytest.raises(UserError, match=f"{array}: line 1 is not UTF-8 text.*save the file as UTF-8"):
+        list(jsonstream.iter_json_records(array))
+    with pytest.raises(UserError, match=f"{lines}: line 2 is not UTF-8 text"):
+        list(jsonstream.iter_json_records(lines))
+    array.write_bytes(b'[{"id": 1, "text": "' + b"x" * 20_000 + b'"}, {"id": "caf\xe9"}]')  # past the first block
+    with pytest.raises(UserError, match=rf"{array}: malformed JSON at record \d: not UTF-8 text"):
+        list(jsonstream.iter_json_records(array))
+
+
+def test_a_record_over_the_size_cap_names_the_cap(tmp_path, monkeypatch):
+    monkeypatch.setattr(jsonstream, "_CHUNK", 16)
+    monkeypatch.setattr(jsonstream, "_MAX_RECORD", 64)
+    path = write_json(tmp_path / "big.json", [{"id": 1}, {"id": 2, "text": "x" * 200}])
+    with pytest.raises(UserError, match=r"record 1: .* the cap on one record"):
+        list(jsonstream.iter_json_records(path))
+
+
+def test_a_file_holding_one_object_is_named_as_such(tmp_path):
+    with pytest.raises(BadRecordError, match=r"not a LLaVA record \(keys 'data'; expected 'id' and 'conversations'\)"):
+        llava_to_canonical({"data": []}, tmp_path)
 
 
 def test_skip_report_without_skip_bad_raises():

@@ -3,7 +3,9 @@
 LLaVA's instruction files are single JSON arrays up to ~1 GB (the 665K mix); `json.load` would hold the text and
 every parsed object at once. `iter_json_records` reads 1 MiB chunks and decodes one array element at a time with
 `json.JSONDecoder.raw_decode`, so memory stays at one chunk plus one record. A file whose first non-blank character
-is not `[` is read as JSON Lines. Malformed input raises an error naming the file and the record index / line.
+is not `[` is read as JSON Lines. Malformed input (or text that is not UTF-8) raises a `UserError` naming the file
+and the record index / line. One array record may be at most `_MAX_RECORD` long (so that a malformed 1 GB file is
+not read whole into memory); a longer one is refused with that cap named.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+
+from ..errors import UserError
 
 _CHUNK = 1 << 20
 _MAX_RECORD = 64 << 20
@@ -23,7 +27,10 @@ def _array_records(f, path) -> Iterator[dict]:
 
     def fill() -> bool:
         nonlocal buf, pos
-        chunk = f.read(_CHUNK)
+        try:
+            chunk = f.read(_CHUNK)
+        except UnicodeDecodeError as e:
+            fail(f"not UTF-8 text ({e.reason} at byte {e.start} of a {_CHUNK >> 20} MiB chunk); save it as UTF-8")
         buf, pos = buf[pos:] + chunk, 0
         return bool(chunk)
 
@@ -36,7 +43,7 @@ def _array_records(f, path) -> Iterator[dict]:
                 return
 
     def fail(problem):
-        raise ValueError(f"{path}: malformed JSON at record {index}: {problem}")
+        raise UserError(f"{path}: malformed JSON at record {index}: {problem}")
 
     skip_ws()
     pos += 1  # the '[' checked by the caller
@@ -55,6 +62,9 @@ def _array_records(f, path) -> Iterator[dict]:
                 # implausibly large (then it is malformed, and we must not read the rest of a 1 GB file into memory)
                 if len(buf) - pos < _MAX_RECORD and fill():
                     continue
+                if len(buf) - pos >= _MAX_RECORD:
+                    fail(f"{e.msg} within its first {_MAX_RECORD >> 20} MiB, the cap on one record: a larger record "
+                         "is not read (split it, or convert the file to JSON Lines, which has no cap)")
                 fail(e.msg)
             # a record ending exactly at the buffer end could be a truncated number: make sure a delimiter follows
             if end == len(buf) and fill():
@@ -76,18 +86,28 @@ def _array_records(f, path) -> Iterator[dict]:
 
 
 def _jsonl_records(f, path) -> Iterator[dict]:
-    for lineno, line in enumerate(f, 1):
-        if line.strip():
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: malformed JSON on line {lineno}: {e.msg}") from None
+    lineno = 0
+    try:
+        for lineno, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise UserError(f"{path}: malformed JSON on line {lineno}: {e.msg} (read as JSON Lines, one "
+                                    "record per line, because the file does not start with '[')") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: line {lineno + 1} is not UTF-8 text ({e.reason}); save the file as UTF-8") from None
 
 
 def iter_json_records(path: str | os.PathLike) -> Iterator:
     """Yield the elements of a top-level JSON array, or the lines of a JSON Lines file, one at a time."""
     with open(path, encoding="utf-8") as f:
-        head = f.read(4096).lstrip(_WS + "\ufeff")
+        try:
+            head = f.read(4096).lstrip(_WS + "\ufeff")
+        except UnicodeDecodeError as e:  # in the file's first decoded block, so e.start is a file offset
+            with open(path, "rb") as raw:
+                line = raw.read(e.start).count(b"\n") + 1
+            raise UserError(f"{path}: line {line} is not UTF-8 text ({e.reason}); save the file as UTF-8") from None
         f.seek(0)
         if head.startswith("["):
             if f.read(1) != "\ufeff":  # skip a BOM, else rewind

@@ -44,6 +44,11 @@ def llava_to_canonical(record: dict, image_root: str | os.PathLike | None = None
     where = f"#{index}" if index is not None else "?"
     if not isinstance(record, dict):
         raise BadRecordError(source, where, f"expected a JSON object, got {type(record).__name__}")
+    if "id" not in record and "conversations" not in record:  # e.g. a file holding one object, not a list of them
+        keys = ", ".join(map(repr, list(record)[:6])) or "none"
+        raise BadRecordError(source, where, f"not a LLaVA record (keys {keys}; expected 'id' and 'conversations'): "
+                             "the file must be a JSON array of records, or JSON Lines (one record per line)",
+                             "not a record")
     rid = record.get("id")
     if rid is None or isinstance(rid, (dict, list, bool)) or str(rid) == "":
         raise BadRecordError(source, where, f"missing or invalid id {rid!r}", "missing id")
