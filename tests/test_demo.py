@@ -2,6 +2,7 @@
 artefacts, the report, and resuming (finished stages reused, an unfinished one redone, other settings refused)."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -32,6 +33,15 @@ def quick_run(tmp_path_factory):
     with contextlib.redirect_stdout(stdout):
         code = cli_main(["demo", "--quick", "--output-dir", str(out)])
     return out, code, stdout.getvalue()
+
+
+@pytest.fixture
+def quick_run_copy(quick_run, tmp_path):
+    """A copy of the quick run's output folder, for a test that runs the demo on it again: the shared run stays as
+    it was made, so every test sees the same folder in any order."""
+    out = tmp_path / "demo"
+    shutil.copytree(quick_run[0], out)
+    return out
 
 
 def markers(out):
@@ -76,8 +86,8 @@ def test_stage2_trains_the_recipes_mixture_on_the_demos_training_scenes(quick_ru
         assert spec["path"] == str(out / "data") and spec["name"] in card  # the recipe's sources, demo's data
 
 
-def test_rerun_reuses_finished_stages_and_redoes_an_unfinished_one(quick_run, monkeypatch, capsys):
-    out, _, _ = quick_run
+def test_rerun_reuses_finished_stages_and_redoes_an_unfinished_one(quick_run_copy, monkeypatch, capsys):
+    out = quick_run_copy
     before = markers(out)
     (out / "eval" / demo.MARKER).unlink()  # as if the eval stage had been interrupted
     monkeypatch.setattr(demo, "train", lambda *args: pytest.fail("a finished training stage ran again"))
@@ -90,8 +100,8 @@ def test_rerun_reuses_finished_stages_and_redoes_an_unfinished_one(quick_run, mo
     assert {k: after[k] for k in STAGE_FILES if k != "eval"} == {k: before[k] for k in STAGE_FILES if k != "eval"}
 
 
-def test_an_edited_recipe_redoes_its_stage_and_every_later_one(quick_run, monkeypatch, capsys, tmp_path):
-    out, _, _ = quick_run
+def test_an_edited_recipe_redoes_its_stage_and_every_later_one(quick_run_copy, monkeypatch, capsys, tmp_path):
+    out = quick_run_copy
     before = markers(out)
     edit = tmp_path / "finetune-edit.yaml"  # stands for a changed finetune.yaml (the real one stays untouched)
     edit.write_text("max_steps: 3\n")
