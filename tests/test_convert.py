@@ -358,3 +358,11 @@ def test_bin_weights_never_unpickle_objects(tmp_path):
     (tmp_path / "pytorch_model.bin").unlink()
     with pytest.raises(ConversionError, match="no weights found"):
         load_weights(tmp_path)
+
+
+def test_a_truncated_safetensors_file_is_named(tmp_path):
+    save_file({"weight": torch.ones(64, 64)}, tmp_path / "model.safetensors")
+    data = (tmp_path / "model.safetensors").read_bytes()
+    (tmp_path / "model.safetensors").write_bytes(data[: len(data) // 2])  # an interrupted download
+    with pytest.raises(ConversionError, match=f"{tmp_path / 'model.safetensors'}: not a readable safetensors file"):
+        load_weights(tmp_path)

@@ -156,6 +156,16 @@ def test_an_empty_input_is_an_error_not_an_empty_dataset(tmp_path, capsys, conte
     assert not (tmp_path / "o").exists()
 
 
+def test_an_output_dir_that_cannot_be_a_folder_is_named(tmp_path, capsys):
+    src = write_json(tmp_path / "d.json", [{"id": 1, "conversations": [{"from": "human", "value": "q"},
+                                                                       {"from": "gpt", "value": "a"}]}])
+    (tmp_path / "a-file").write_text("x")
+    for out, problem in [(tmp_path / "a-file", "is a file"), (tmp_path / "a-file" / "out", "cannot write there")]:
+        with pytest.raises(SystemExit) as e:
+            main(builder_module("llava_instruct").LlavaInstruct, ["--json", src, "--output-dir", str(out)])
+        assert e.value.code == 2 and f"--output-dir {out}: {problem}" in capsys.readouterr().err
+
+
 def test_every_record_skipped_is_an_error_with_the_reasons_counted(tmp_path, capsys):
     write_image(tmp_path / "img" / "a.png")
     good = {"id": 1, "image": "a.png", "conversations": [{"from": "human", "value": "<image>\nq"},

@@ -93,6 +93,7 @@ def _require_layout(src, config: dict, wanted: str, matches: bool) -> None:
 def load_weights(src: str | Path) -> dict:
     """All tensors of a checkpoint directory: safetensors (single or sharded) first, else `.bin` (weights_only)."""
     import torch
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     src = Path(src)
@@ -109,7 +110,10 @@ def load_weights(src: str | Path) -> dict:
             if not file.is_file():
                 raise ConversionError(f"{src / index_name}: lists {file.name}, which is missing")
             if file.suffix == ".safetensors":
-                state_dict.update(load_file(file))
+                try:
+                    state_dict.update(load_file(file))
+                except SafetensorError as error:  # e.g. a truncated download
+                    raise ConversionError(f"{file}: not a readable safetensors file ({error})") from error
                 continue
             try:
                 state_dict.update(torch.load(file, map_location="cpu", weights_only=True))

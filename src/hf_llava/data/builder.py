@@ -148,13 +148,16 @@ def build_to_disk(builder_cls, output_dir: str, configs: list[str] | None = None
                   command: str | None = None, **config_kwargs) -> dict:
     """Build the given configs (default: all) into `output_dir` (see module notes for the layout), with README.md
     (the dataset card) and build_report.json. Returns the report dict."""
-    output_dir = os.path.abspath(output_dir)
-    if os.path.exists(output_dir) and os.listdir(output_dir) and not overwrite:
-        raise FileExistsError(f"{output_dir} exists and is not empty; pass --overwrite to replace it")
+    from ..checkpoint import check_output_dir
+
+    output_dir = str(check_output_dir(output_dir, overwrite=overwrite, name="--output-dir"))
     multi = len(config_names(builder_cls)) > 1
     configs = configs or config_names(builder_cls)
-    os.makedirs(os.path.dirname(output_dir), exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=os.path.basename(output_dir) + ".partial-", dir=os.path.dirname(output_dir))
+    try:
+        os.makedirs(os.path.dirname(output_dir), exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=os.path.basename(output_dir) + ".partial-", dir=os.path.dirname(output_dir))
+    except OSError as e:  # a parent that is a file, a read-only folder
+        raise UserError(f"--output-dir {output_dir}: cannot write there ({e.strerror or e})") from e
     final = os.path.join(staging, "out")
     try:
         report = {"builder": builder_cls.__name__, "command": command, "configs": {}}
