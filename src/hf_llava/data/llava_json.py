@@ -6,6 +6,8 @@ without `image` (text-only), `image` as a list (several images), `<image>` befor
 between texts), multi-turn. Each `<image>` marker becomes an image content block at its place; the whitespace
 around a marker is dropped and written back as one newline, so the usual forms `<image>\\nQ` and `Q\\n<image>`
 round-trip exactly. The number of markers must equal the number of images, and markers only appear in user turns.
+A conversation whose first turn after any system turn is the assistant's ("gpt") is a bad record ("starts with
+assistant"): the original code silently dropped that turn; here it is an error, or a counted skip with --skip-bad.
 """
 
 from __future__ import annotations
@@ -74,6 +76,9 @@ def llava_to_canonical(record: dict, image_root: str | os.PathLike | None = None
         if not blocks:
             bad(f"turn {i} is empty", "empty message")
         messages.append(message(role, *blocks))
+    first = next((m["role"] for m in messages if m["role"] != "system"), None)
+    if first == "assistant":
+        bad("the conversation starts with the assistant (gpt), not the user (human)", "starts with assistant")
     image = record.get("image")
     paths = [] if image is None else image if isinstance(image, list) else [image]
     n_markers = sum(t["value"].count(IMAGE_TOKEN) for t in convs)
