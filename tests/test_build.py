@@ -1,6 +1,7 @@
 """`hf-llava build`: pretrained towers are reused untouched, the tokenizer gains <image>, the result reloads remotely."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ from tiny_checkpoints import (save_clip_vision, save_full_clip, save_llama, save
 
 from hf_llava.build import build_llava, save_llava
 from hf_llava.cli import main
+from hf_llava.errors import UserError
 from hf_llava.testing import random_image, run_without_hf_llava
 
 SOURCES = {
@@ -112,6 +114,13 @@ def test_wrong_sources_are_clear_errors(sources, tmp_path):
     (tower_only / "preprocessor_config.json").unlink()
     with pytest.raises(ValueError, match="no image processor"):
         build_llava(str(tower_only), sources["llama"], chat_template="vicuna_v1")
+    with pytest.raises(UserError, match=f"vision tower {tmp_path / 'no-tower'}: no such folder"):
+        build_llava(str(tmp_path / "no-tower"), sources["llama"], chat_template="vicuna_v1")
+    no_tokenizer = tmp_path / "llm"
+    shutil.copytree(sources["llama"], no_tokenizer, ignore=shutil.ignore_patterns("tokenizer*", "special_tokens*",
+                                                                                   "chat_template*"))
+    with pytest.raises(UserError, match=f"LLM {no_tokenizer}: cannot load its tokenizer"):
+        build_llava(sources["clip_vision"], str(no_tokenizer), chat_template="vicuna_v1")
 
 
 RELOAD = '''
