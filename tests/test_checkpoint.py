@@ -122,3 +122,19 @@ def test_an_hf_llava_folder_passes_and_non_checkpoints_are_named(tmp_path):
         check_hf_llava_checkpoint(str(dataset))
     with pytest.raises(UserError, match="no such folder"):
         check_hf_llava_checkpoint(str(tmp_path / "missing" / "model"))
+
+
+def test_training_refuses_a_model_name_or_path_that_is_not_hf_llava_before_building(tmp_path, monkeypatch):
+    """A tower folder as `model_name_or_path` used to fill in a default 7B text config and build it."""
+    from types import SimpleNamespace
+
+    import transformers
+
+    from hf_llava.training import model as training_model
+
+    (tmp_path / "config.json").write_text(json.dumps(NOT_HF_LLAVA["CLIP tower"][0]))
+    monkeypatch.setattr(transformers.PreTrainedModel, "from_pretrained",
+                        classmethod(lambda *a, **k: pytest.fail("nothing may be built")))
+    args = SimpleNamespace(model_name_or_path=str(tmp_path), model_revision=None)
+    with pytest.raises(UserError, match=f"model_name_or_path {tmp_path}: .*hf-llava build --vision-tower"):
+        training_model._load_checkpoint(args)

@@ -94,8 +94,11 @@ def _load_checkpoint(model_args, image_position_embedding_std: float = 0.0):
     """The checkpoint; with `image_position_embedding_std` > 0 and a checkpoint without a per-position embedding, one
     is added (initialised with that std; e.g. at stage 2: added at stage 1 it did not help, see docs/demo-log.md)."""
     from .. import HfLlavaConfig, HfLlavaForConditionalGeneration, HfLlavaProcessor
+    from ..checkpoint import check_hf_llava_checkpoint
 
     path, revision = model_args.model_name_or_path, model_args.model_revision
+    # before anything is built: another kind of folder would otherwise fill in a default (7B-sized) text config
+    check_hf_llava_checkpoint(path, revision=revision, what="model_name_or_path")
     overrides = {}
     if image_position_embedding_std:
         config = HfLlavaConfig.from_pretrained(path, revision=revision)
