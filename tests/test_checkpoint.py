@@ -135,6 +135,7 @@ def test_training_refuses_a_model_name_or_path_that_is_not_hf_llava_before_build
     (tmp_path / "config.json").write_text(json.dumps(NOT_HF_LLAVA["CLIP tower"][0]))
     monkeypatch.setattr(transformers.PreTrainedModel, "from_pretrained",
                         classmethod(lambda *a, **k: pytest.fail("nothing may be built")))
-    args = SimpleNamespace(model_name_or_path=str(tmp_path), model_revision=None)
+    args = SimpleNamespace(model_name_or_path=str(tmp_path), model_revision=None, load_in_8bit=False,
+                           load_in_4bit=False)
     with pytest.raises(UserError, match=f"model_name_or_path {tmp_path}: .*hf-llava build --vision-tower"):
         training_model._load_checkpoint(args)

@@ -3,6 +3,7 @@
 import base64
 import json
 import re
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -132,13 +133,29 @@ def test_bad_requests_get_their_status_and_the_server_keeps_serving(server, clie
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=url + "/v1", api_key="wrong", max_retries=0).models.list()
 
-    # a full queue: one long request running, MAX_QUEUE waiting behind it -> 429 with Retry-After
-    long_run = engine.generate([{"role": "user", "content": "hold the model"}], max_new_tokens=400)
-    waiting = [engine.generate([{"role": "user", "content": "wait"}], temperature=0.5, max_new_tokens=1)
-               for _ in range(MAX_QUEUE)]
-    response = post(json.dumps(good))
-    for generation in [long_run, *waiting]:
-        generation.cancel()
+    # a full queue: one request holding the model, MAX_QUEUE waiting behind it -> 429 with Retry-After. The running
+    # call is held on an event, not by its length: a fast machine finishes any tiny-model generation before the
+    # request under test arrives
+    started, release = threading.Event(), threading.Event()
+    real_generate = engine.model.generate
+
+    def held_generate(*args, **kwargs):
+        started.set()
+        release.wait(timeout=120)
+        return real_generate(*args, **kwargs)
+
+    engine.model.generate = held_generate
+    try:
+        long_run = engine.generate([{"role": "user", "content": "hold the model"}], max_new_tokens=2)
+        assert started.wait(timeout=120), "the engine never started the holding request"
+        waiting = [engine.generate([{"role": "user", "content": "wait"}], temperature=0.5, max_new_tokens=1)
+                   for _ in range(MAX_QUEUE)]
+        response = post(json.dumps(good))
+        for generation in [long_run, *waiting]:
+            generation.cancel()
+    finally:
+        release.set()
+        engine.model.generate = real_generate
     assert response.status_code == 429 and response.headers["retry-after"] == "1", response.text
     assert ask(client, user("after the queue drained"), max_tokens=2)[0] is not None
 

@@ -97,6 +97,7 @@ def _load_checkpoint(model_args, image_position_embedding_std: float = 0.0):
     from ..checkpoint import check_hf_llava_checkpoint
 
     path, revision = model_args.model_name_or_path, model_args.model_revision
+    quantization = quantization_config(model_args)  # settings errors first
     # before anything is built: another kind of folder would otherwise fill in a default (7B-sized) text config
     check_hf_llava_checkpoint(path, revision=revision, what="model_name_or_path")
     overrides = {}
@@ -109,7 +110,7 @@ def _load_checkpoint(model_args, image_position_embedding_std: float = 0.0):
                         "as missing, newly initialised", image_position_embedding_std, path)
     model = HfLlavaForConditionalGeneration.from_pretrained(
         path, revision=revision, dtype=model_args.dtype, attn_implementation=model_args.attn_implementation,
-        quantization_config=quantization_config(model_args), **overrides)
+        quantization_config=quantization, **overrides)
     processor = HfLlavaProcessor.from_pretrained(path, revision=revision)
     return model, processor
 
