@@ -81,6 +81,15 @@ CASES = {
     "generate-data: missing captions file": (
         [*HF_LLAVA, "generate-data", "--captions", "{root}/no-captions.json", "--output-dir", "{root}/gen"],
         ["{root}/no-captions.json"]),
+    "train: a vision tower as model_name_or_path": (
+        [*HF_LLAVA, "train", "--model_name_or_path", "{tower}", "--stage", "2", "--datasets", "{root}/no-data",
+         "--output_dir", "{root}/train-a", "--use_cpu", "true", "--report_to", "none"],
+        ["model_name_or_path {tower}: expected a hf_llava checkpoint", "hf-llava build --vision-tower {tower}"]),
+    "train: QLoRA without LoRA": (
+        [*HF_LLAVA, "train", "--model_name_or_path", "{hf_llava}", "--stage", "2", "--load_in_4bit", "true",
+         "--datasets", "{root}/no-data", "--output_dir", "{root}/train-b", "--use_cpu", "true", "--report_to",
+         "none"],
+        ["load_in_4bit (QLoRA) trains a LoRA adapter", "set use_peft true"]),
     "builder script: empty input": (
         [sys.executable, str(REPO / "datasets_scripts" / "llava_instruct.py"), "--json", "{empty_json}",
          "--output-dir", "{root}/dataset"],

@@ -14,6 +14,8 @@ Design notes
 import json
 from dataclasses import dataclass, field, fields
 
+from ..errors import UserError
+
 STAGES = (1, 2)
 
 
@@ -39,12 +41,12 @@ class DatasetSpec:
 
     def __post_init__(self):
         if (self.path is None) == (self.llava_json is None):
-            raise ValueError(f"a dataset needs exactly one of `path` and `llava_json`, got {self}")
+            raise UserError(f"a dataset needs exactly one of `path` and `llava_json`, got {self}")
         if self.weight <= 0:
-            raise ValueError(f"dataset weight must be > 0, got {self.weight} for {self.describe()}")
+            raise UserError(f"dataset weight must be > 0, got {self.weight} for {self.describe()}")
         if self.where is not None:
             if not isinstance(self.where, dict) or not self.where:
-                raise ValueError(f"`where` maps column names to the values to keep, got {self.where!r} for "
+                raise UserError(f"`where` maps column names to the values to keep, got {self.where!r} for "
                                  f"{self.describe()}")
             self.where = {column: list(v) if isinstance(v, (list, tuple)) else [v] for column, v in self.where.items()}
 
@@ -60,10 +62,10 @@ class DatasetSpec:
         if isinstance(item, str):
             item = json.loads(item) if item.lstrip().startswith("{") else {"path": item}
         if not isinstance(item, dict):
-            raise ValueError(f"a dataset is a mapping or a path, got {item!r}")
+            raise UserError(f"a dataset is a mapping or a path, got {item!r}")
         unknown = set(item) - {f.name for f in fields(cls)}
         if unknown:
-            raise ValueError(f"unknown dataset key(s) {sorted(unknown)} in {item}; allowed: "
+            raise UserError(f"unknown dataset key(s) {sorted(unknown)} in {item}; allowed: "
                              f"{[f.name for f in fields(cls)]}")
         return cls(**item)
 
@@ -133,15 +135,15 @@ class LlavaArguments:
 
     def __post_init__(self):
         if self.stage not in STAGES:
-            raise ValueError(f"stage must be 1 or 2, got {self.stage}")
+            raise UserError(f"stage must be 1 or 2, got {self.stage}")
         if isinstance(self.vision_feature_layer, int):  # YAML `vision_feature_layer: -2`
             self.vision_feature_layer = [self.vision_feature_layer]
         if isinstance(self.vision_tower_config, str):
             self.vision_tower_config = json.loads(self.vision_tower_config)
         if self.cache_image_features and self.tune_vision_tower:
-            raise ValueError("cache_image_features needs a frozen vision tower: it cannot be used with "
+            raise UserError("cache_image_features needs a frozen vision tower: it cannot be used with "
                              "tune_vision_tower")
         if self.vision_tower and self.vision_tower_config:
-            raise ValueError("give either vision_tower (pretrained) or vision_tower_config (from scratch), not both")
+            raise UserError("give either vision_tower (pretrained) or vision_tower_config (from scratch), not both")
         self.datasets = [DatasetSpec.parse(item) for item in self.datasets]
         self.eval_datasets = [DatasetSpec.parse(item) for item in self.eval_datasets]

@@ -42,6 +42,7 @@ import torch
 from torch.nn import functional as F
 
 from ..data.images import to_pil
+from ..errors import UserError
 from .arguments import DatasetSpec
 
 DEFAULT_TEXT_CONFIG = {"hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 2,
@@ -67,7 +68,7 @@ class TowerArguments:
     def __post_init__(self):
         missing = [name for name in ("datasets", "vision_tower_config", "output_dir") if not getattr(self, name)]
         if missing:
-            raise ValueError(f"tower training needs {', '.join(missing)}: set each in the --config YAML or as "
+            raise UserError(f"tower training needs {', '.join(missing)}: set each in the --config YAML or as "
                              "--key value on the command line")
         if isinstance(self.vision_tower_config, str):
             self.vision_tower_config = json.loads(self.vision_tower_config)
@@ -105,7 +106,7 @@ def image_caption_pairs(dataset) -> list[tuple[object, str]]:
         images = row.get("images") or []
         answers = [m for m in row["messages"] if m["role"] == "assistant"]
         if not images or not answers:
-            raise ValueError(f"row {row.get('id', k)!r} has no image or no assistant caption; contrastive tower "
+            raise UserError(f"row {row.get('id', k)!r} has no image or no assistant caption; contrastive tower "
                              "training needs one of each per row")
         text = " ".join(part.get("text") or "" for part in answers[-1]["content"] if part.get("type") == "text")
         pairs.append((images[0], text.strip()))
@@ -196,7 +197,7 @@ def train_tower(dataset, vision_config: dict, tokenizer, output_dir: str | Path,
     heldout = min(settings.heldout, len(pairs) // 5)
     pairs, heldout_pairs = pairs[:len(pairs) - heldout], pairs[len(pairs) - heldout:]
     if len(pairs) < 2:
-        raise ValueError(f"contrastive training needs at least 2 image-caption rows, got {len(pairs)}")
+        raise UserError(f"contrastive training needs at least 2 image-caption rows, got {len(pairs)}")
     batch_size = min(settings.batch_size, len(pairs))
     torch.manual_seed(settings.seed)
     text_config = {**settings.text_config, "vocab_size": len(tokenizer), "eos_token_id": tokenizer.eos_token_id,

@@ -14,6 +14,7 @@ import random
 from pathlib import Path
 
 from ..data.schema import CANONICAL_COLUMNS
+from ..errors import UserError
 from .arguments import DatasetSpec
 
 logger = logging.getLogger(__name__)
@@ -50,14 +51,14 @@ def load_source(spec: DatasetSpec, skip_bad: bool = False):
             dataset = datasets.load_from_disk(str(local))
             if isinstance(dataset, datasets.DatasetDict):
                 if spec.split not in dataset:
-                    raise ValueError(f"{local} has no split {spec.split!r} (it has {list(dataset)})")
+                    raise UserError(f"{local} has no split {spec.split!r} (it has {list(dataset)})")
                 dataset = dataset[spec.split]
         else:
             dataset = datasets.load_dataset(spec.path, spec.name, split=spec.split)
     if spec.where:
         absent = [column for column in spec.where if column not in dataset.column_names]
         if absent:
-            raise ValueError(f"dataset {spec.describe()} has no column {absent[0]!r} to filter on (`where`); it has "
+            raise UserError(f"dataset {spec.describe()} has no column {absent[0]!r} to filter on (`where`); it has "
                              f"{dataset.column_names}")
         # indices from the filter columns alone: no image decoded, no cache file written into the data folder
         allowed = [set(values) for values in spec.where.values()]
@@ -65,7 +66,7 @@ def load_source(spec: DatasetSpec, skip_bad: bool = False):
         dataset = dataset.select([k for k, row in enumerate(columns) if all(map(set.__contains__, allowed, row))])
     missing = [column for column in CANONICAL_COLUMNS if column not in dataset.column_names]
     if missing:
-        raise ValueError(
+        raise UserError(
             f"dataset {spec.describe()} lacks the canonical column(s) {missing} (it has {dataset.column_names}); "
             "convert it with a datasets_scripts/ builder first"
         )
@@ -84,14 +85,14 @@ def load_mixture(specs: list[DatasetSpec], seed: int = 0, skip_bad: bool = False
     import datasets
 
     if not specs:
-        raise ValueError("no datasets given: set `datasets` (a list of sources) in the recipe or on the command line")
+        raise UserError("no datasets given: set `datasets` (a list of sources) in the recipe or on the command line")
     rng = random.Random(seed)
     parts = []
     for spec in specs:
         dataset = load_source(spec, skip_bad)
         if len(dataset) == 0:
             matching = f" (no row matches where={spec.where})" if spec.where else ""
-            raise ValueError(f"dataset {spec.describe()} is empty{matching}")
+            raise UserError(f"dataset {spec.describe()} is empty{matching}")
         if spec.weight != 1:
             dataset = dataset.select(weighted_indices(len(dataset), spec.weight, rng))
         logger.info("dataset %s: %d rows (weight %g)", spec.describe(), len(dataset), spec.weight)
@@ -112,7 +113,7 @@ def require_images(dataset, skip_bad: bool = False):
     message = (f"{len(text_only)} of {len(dataset)} stage-1 rows have no image (e.g. {ids}): stage 1 trains only "
                "the projector, which text-only rows cannot teach")
     if not skip_bad:
-        raise ValueError(f"{message}. Remove them from the stage-1 mixture (train them in stage 2), or set "
+        raise UserError(f"{message}. Remove them from the stage-1 mixture (train them in stage 2), or set "
                          "skip_bad_samples to drop them")
     logger.warning("%s; skipped (skip_bad_samples)", message)
     keep = sorted(set(range(len(dataset))) - set(text_only))

@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import UserError
+
 logger = logging.getLogger(__name__)
 
 CACHE_DIR = "image_features"
@@ -112,7 +114,7 @@ def _write_features(model, processor, dataset, folder: Path, training_args, batc
             out.write(features.contiguous().view(_stored(dtype)).numpy().tobytes())
     tower.train(was_training)
     if count == 0:
-        raise ValueError("cache_image_features: the training data has no images")
+        raise UserError("cache_image_features: the training data has no images")
     meta = {"shape": [count, *shape], "dtype": str(dtype).removeprefix("torch.")}
     return row_ids, meta
 
@@ -122,7 +124,7 @@ def cache_image_features(model, processor, dataset, training_args, batch_size: i
     from transformers.integrations import is_deepspeed_zero3_enabled
 
     if is_deepspeed_zero3_enabled():
-        raise ValueError("cache_image_features: under DeepSpeed ZeRO-3 the tower's weights are partitioned across the "
+        raise UserError("cache_image_features: under DeepSpeed ZeRO-3 the tower's weights are partitioned across the "
                          "processes, so the main process cannot run it alone to fill the cache; use "
                          "recipes/accelerate_configs/zero2.yaml (LLaVA's stage-1 setting) or "
                          "cache_image_features: false")

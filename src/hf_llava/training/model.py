@@ -24,6 +24,7 @@ import re
 import tempfile
 from pathlib import Path
 
+from ..errors import UserError
 from .arguments import LlavaArguments
 
 logger = logging.getLogger(__name__)
@@ -40,14 +41,14 @@ def load_model_and_processor(args: LlavaArguments, model_args, seed: int = 0):
 
     if model_args.model_name_or_path:
         if args.vision_tower or args.vision_tower_config or args.llm:
-            raise ValueError("give either model_name_or_path (a checkpoint) or vision_tower/llm (parts), not both")
+            raise UserError("give either model_name_or_path (a checkpoint) or vision_tower/llm (parts), not both")
         model, processor = _load_checkpoint(model_args, args.image_position_embedding_std)
     else:
         if model_args.load_in_4bit:
-            raise ValueError("QLoRA (load_in_4bit) loads a checkpoint in 4-bit: set model_name_or_path (e.g. stage "
+            raise UserError("QLoRA (load_in_4bit) loads a checkpoint in 4-bit: set model_name_or_path (e.g. stage "
                              "1's output) instead of composing from vision_tower/llm")
         if not (args.vision_tower or args.vision_tower_config) or not args.llm:
-            raise ValueError(
+            raise UserError(
                 "no model: set model_name_or_path (a hf_llava checkpoint, e.g. stage 1's output) or compose one "
                 "from vision_tower (or vision_tower_config) and llm"
             )
@@ -66,7 +67,7 @@ def quantization_config(model_args):
     from trl import get_quantization_config
 
     if model_args.load_in_8bit:
-        raise ValueError("load_in_8bit is not supported: QLoRA here is 4-bit NF4 (load_in_4bit: true)")
+        raise UserError("load_in_8bit is not supported: QLoRA here is 4-bit NF4 (load_in_4bit: true)")
     if not model_args.load_in_4bit:
         return None
     try:

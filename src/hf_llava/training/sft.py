@@ -23,6 +23,7 @@ import transformers
 from trl import ModelConfig, SFTConfig, TrlParser
 
 from ..collator import MultimodalCollator
+from ..errors import UserError
 from .arguments import LlavaArguments
 from .data import load_mixture, require_images
 from .feature_cache import cache_image_features
@@ -58,9 +59,9 @@ def main(argv: list[str] | None = None, callbacks: list | None = None):
     args, training_args, model_args = make_parser().parse_args_and_config(argv)
     setup_logging(training_args)
     if model_args.load_in_4bit and not model_args.use_peft:
-        raise ValueError("load_in_4bit (QLoRA) trains a LoRA adapter on the 4-bit LLM: set use_peft true")
+        raise UserError("load_in_4bit (QLoRA) trains a LoRA adapter on the 4-bit LLM: set use_peft true")
     if model_args.use_peft and args.stage == 1:
-        raise ValueError("use_peft trains a LoRA adapter on the LLM, which stage 1 keeps frozen: use stage 2")
+        raise UserError("use_peft trains a LoRA adapter on the LLM, which stage 1 keeps frozen: use stage 2")
     # the collator tokenises, masks and pads; the trainer must not prepare or prune the canonical rows
     training_args.remove_unused_columns = False
     training_args.dataset_kwargs = {**(training_args.dataset_kwargs or {}), "skip_prepare_dataset": True}
