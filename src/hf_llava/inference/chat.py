@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from ..data.schema import assistant_message, image_block, text_block
-from .engine import Engine, SamplingParams
+from .engine import Engine, SamplingParams, add_model_arguments
 from .messages import ImageSources, InputError, load_image
 
 HELP = ("commands: /image PATH (new conversation about that image), /reset (same image, empty history), "
@@ -61,13 +61,11 @@ class ChatSession:
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("chat", help="chat with a checkpoint in the terminal (streamed, multi-turn)",
                               description="Terminal chat with a hf_llava checkpoint. " + HELP)
-    p.add_argument("model", help="hf_llava checkpoint folder or Hub id")
+    add_model_arguments(p)
     p.add_argument("--image", help="image for the first conversation")
     p.add_argument("--temperature", type=float, default=0.2, help="0 = greedy (default: 0.2, as the original)")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--max-new-tokens", type=int, default=512)
-    p.add_argument("--dtype", help="model dtype (default: bfloat16 on a GPU, float32 on the CPU)")
-    p.add_argument("--device", help="cuda, cpu ... (default: cuda when available)")
     p.set_defaults(func=run)
 
 

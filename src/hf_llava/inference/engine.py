@@ -32,6 +32,19 @@ DEFAULT_MAX_NEW_TOKENS = 512
 _END = object()
 
 
+def add_model_arguments(parser) -> None:
+    """The checkpoint, dtype and device arguments every inference command takes."""
+    parser.add_argument("model", help="hf_llava checkpoint folder or Hub id")
+    parser.add_argument("--dtype", help="model dtype (default: bfloat16 on a GPU, float32 on the CPU)")
+    parser.add_argument("--device", help="cuda, cuda:1, cpu ... (default: cuda when available)")
+
+
+def add_bind_arguments(parser, port: int) -> None:
+    """Where a server listens: loopback unless told otherwise."""
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
+    parser.add_argument("--port", type=int, default=port)
+
+
 class QueueFullError(RuntimeError):
     """More requests are waiting than the engine's `max_queue` allows (serve answers HTTP 429)."""
 

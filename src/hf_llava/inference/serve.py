@@ -22,7 +22,8 @@ import time
 import uuid
 from pathlib import Path
 
-from .engine import DEFAULT_MAX_NEW_TOKENS, Engine, QueueFullError, SamplingParams
+from .engine import (DEFAULT_MAX_NEW_TOKENS, Engine, QueueFullError, SamplingParams, add_bind_arguments,
+                     add_model_arguments)
 from .messages import ImageSources, InputError
 
 DEFAULT_MAX_REQUEST_BYTES = 20 * 1024 * 1024
@@ -216,9 +217,8 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("serve", help="OpenAI-compatible server (/v1/chat/completions) with request batching",
                               description="Serve a hf_llava checkpoint over an OpenAI-compatible API. "
                                           "Needs the serve extra: pip install 'hf-llava[serve]'.")
-    p.add_argument("model", help="hf_llava checkpoint folder or Hub id")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
-    p.add_argument("--port", type=int, default=8000)
+    add_model_arguments(p)
+    add_bind_arguments(p, port=8000)
     p.add_argument("--model-name", help="the name clients pass as `model` (default: the checkpoint folder's name)")
     p.add_argument("--max-batch-size", type=int, default=8, help="requests per generate call")
     p.add_argument("--max-queue", type=int, default=64, help="waiting requests beyond this get HTTP 429")
@@ -226,8 +226,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES, help="request body cap (413)")
     p.add_argument("--api-key", help="require `Authorization: Bearer KEY` (default: no key)")
     p.add_argument("--allow-remote-images", action="store_true", help="fetch http(s) image URLs (off: data URLs only)")
-    p.add_argument("--dtype", help="model dtype (default: bfloat16 on a GPU, float32 on the CPU)")
-    p.add_argument("--device", help="cuda, cuda:1, cpu ... (default: cuda when available)")
     p.set_defaults(func=run)
 
 

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from ..data.schema import assistant_message, image_block, text_block
-from .engine import Engine
+from .engine import Engine, add_bind_arguments, add_model_arguments
 from .messages import ImageSources, InputError
 
 TITLE = "hf-llava"
@@ -118,16 +118,13 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("web", help="Gradio chat demo (image + text, streamed answers)",
                               description="A Gradio web demo of a hf_llava checkpoint. "
                                           "Needs the serve extra: pip install 'hf-llava[serve]'.")
-    p.add_argument("model", help="hf_llava checkpoint folder or Hub id")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
-    p.add_argument("--port", type=int, default=7860)
+    add_model_arguments(p)
+    add_bind_arguments(p, port=7860)
     p.add_argument("--examples", metavar="DATASET_DIR",
                    help="a built synthetic-shapes folder to take example questions from (default: generated scenes)")
     p.add_argument("--max-batch-size", type=int, default=8, help="users answered in one generate call")
     p.add_argument("--temperature", type=float, default=0.2)
     p.add_argument("--max-new-tokens", type=int, default=512)
-    p.add_argument("--dtype", help="model dtype (default: bfloat16 on a GPU, float32 on the CPU)")
-    p.add_argument("--device", help="cuda, cpu ... (default: cuda when available)")
     p.set_defaults(func=run)
 
 
