@@ -10,7 +10,8 @@ Design notes
   Batch API `custom_id`), else from the system prompt.
 - Faults (`Faults`): bursts of 429 with Retry-After, a 500 rate, keys that always fail, first attempts that
   sleep past the client's timeout, malformed or leaking outputs for chosen image ids, and `kill()` which
-  drops every connection like a dead process. Every request is appended to `log` (and to `log_file` as JSONL)
+  drops every connection like a dead process. `responder(body) -> str` replaces the generated content (a judge
+  model's replies in the evaluation tests). Every request is appended to `log` (and to `log_file` as JSONL)
   with its key, attempt number and status: tests use it to prove that no finished key was requested twice.
 - Run standalone: `python tests/servers/openai_server.py --port 8000 --latency 0.2`.
 """
@@ -55,6 +56,7 @@ class _State:
     api_key: str | None
     batch_delay: float
     log_file: str | None
+    responder: object = None  # callable(body) -> str that replaces fake_output (judges in eval tests)
     log: list = field(default_factory=list)
     attempts: Counter = field(default_factory=Counter)
     requests: int = 0
@@ -145,7 +147,7 @@ def _answer(state: _State, key: str | None, body: dict) -> tuple[str, dict]:
         context = "\n".join(p.get("text", "") for p in context if isinstance(p, dict))
     kind = _kind_from(key, messages)
     image_id = key.split("|")[0] if key else None
-    text = fake_output(kind, context)
+    text = state.responder(body) if state.responder else fake_output(kind, context)
     if image_id in state.faults.malformed_images:
         text = "Question:\nWhat is in the picture?"
     elif image_id in state.faults.leak_images:
@@ -420,10 +422,11 @@ class OpenAIServer:
     """`with OpenAIServer(latency=0.01) as server: AsyncOpenAI(base_url=server.url, api_key=server.api_key)`."""
 
     def __init__(self, port: int = 0, *, latency: float = 0.0, faults: Faults | None = None,
-                 api_key: str | None = "sk-loopback", batch_delay: float = 0.2, log_file: str | None = None):
+                 api_key: str | None = "sk-loopback", batch_delay: float = 0.2, log_file: str | None = None,
+                 responder=None):
         self.api_key = api_key
         self.state = _State(faults=faults or Faults(), latency=latency, api_key=api_key,
-                            batch_delay=batch_delay, log_file=log_file)
+                            batch_delay=batch_delay, log_file=log_file, responder=responder)
         self.state.rng = random.Random(self.state.faults.seed)
         self._httpd = _Server(("127.0.0.1", port), _Handler)
         self._httpd.state = self.state
