@@ -47,9 +47,10 @@ def prompt_inputs(model, processor, rows, blank_images: bool = False):
 
 
 def map_prompt_batches(model, processor, rows, fn, batch_size: int = 16, blank_images: bool = False,
-                       desc: str = "generating") -> list:
+                       desc: str = "generating", on_batch=None) -> list:
     """`fn(inputs)` (a list, one item per row) for each left-padded prompt batch of `rows`, concatenated in order;
-    in eval mode and `torch.inference_mode`, with a progress bar. Shared by generation and the probes."""
+    in eval mode and `torch.inference_mode`, with a progress bar. Shared by generation and the probes.
+    `on_batch(batch_rows, batch_results)` runs after each batch (answer files are saved batch by batch)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -63,7 +64,10 @@ def map_prompt_batches(model, processor, rows, fn, batch_size: int = 16, blank_i
         with torch.inference_mode(), tqdm(total=len(rows), desc=desc, unit="q") as bar:
             for start in range(0, len(rows), batch_size):
                 batch = rows[start:start + batch_size]
-                results += fn(prompt_inputs(model, processor, batch, blank_images))
+                batch_results = fn(prompt_inputs(model, processor, batch, blank_images))
+                if on_batch is not None:
+                    on_batch(batch, batch_results)
+                results += batch_results
                 bar.update(len(batch))
     finally:
         model.train(was_training)
@@ -71,10 +75,11 @@ def map_prompt_batches(model, processor, rows, fn, batch_size: int = 16, blank_i
 
 
 def generate_answers(model, processor, rows, batch_size: int = 16, max_new_tokens: int = 16,
-                     blank_images: bool = False, desc: str = "generating") -> list[str]:
+                     blank_images: bool = False, desc: str = "generating", on_batch=None) -> list[str]:
     """Greedy answers (stripped text) for `rows`, in order, `batch_size` prompts at a time, with a progress bar.
 
-    `blank_images=True` replaces every image by `blank_image` (same size, mean grey)."""
+    `blank_images=True` replaces every image by `blank_image` (same size, mean grey); `on_batch(rows, answers)`
+    runs after each batch."""
     pad_token_id = processor.tokenizer.pad_token_id
     greedy = dict(do_sample=False, temperature=None, top_p=None, top_k=None, max_new_tokens=max_new_tokens,
                   pad_token_id=pad_token_id if pad_token_id is not None else processor.tokenizer.eos_token_id)
@@ -83,7 +88,7 @@ def generate_answers(model, processor, rows, batch_size: int = 16, max_new_token
         output = model.generate(**inputs, **greedy)
         return [a.strip() for a in processor.decode_generated(output, inputs["input_ids"].shape[1])]
 
-    return map_prompt_batches(model, processor, rows, answer, batch_size, blank_images, desc)
+    return map_prompt_batches(model, processor, rows, answer, batch_size, blank_images, desc, on_batch)
 
 
 def load_model(path: str, dtype: str = "float32", device: str = "cpu"):
