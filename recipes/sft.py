@@ -12,7 +12,8 @@ A single CPU process also works: add `--use_cpu true --bf16 false` (the shapes-s
 The training code is `hf_llava.training.sft` (also `hf-llava train`); this file is what `accelerate launch` runs.
 """
 
+from hf_llava.errors import script_main
 from hf_llava.training.sft import main
 
 if __name__ == "__main__":
-    main()
+    script_main("recipes/sft.py", main)  # a user error: one line and exit code 2 (--debug: its traceback)

@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; a `UserError` ends it with its message and exit code 2 (see `hf_llava.errors`)."""
-    from .errors import DEBUG_ENV, UserError, debug_requested
+    from .errors import DEBUG_ENV, run_command
 
     parser = build_parser()
     parser.add_argument("--debug", action="store_true",
@@ -45,13 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    try:
-        return args.func(args) or 0
-    except UserError as error:
-        if args.debug or debug_requested():
-            raise
-        print(f"hf-llava {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    return run_command(f"hf-llava {args.command}", lambda: args.func(args), args.debug)
 
 
 if __name__ == "__main__":

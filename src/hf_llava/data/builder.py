@@ -31,7 +31,7 @@ from collections.abc import Iterator
 import datasets
 import datasets.exceptions
 
-from ..errors import UserError
+from ..errors import DEBUG_ENV, UserError, run_command
 from .cards import render_card
 from .errors import BadRecordError, SkipReport
 from .schema import features, validate_row
@@ -239,15 +239,28 @@ def main(builder_cls: type[CanonicalBuilder], argv: list[str] | None = None) -> 
                         help="also push every config and the dataset card to this Hub dataset repo "
                              "(token from HF_TOKEN or `hf auth login`; endpoint from HF_ENDPOINT)")
     parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the traceback of user errors too (as does {DEBUG_ENV}=1)")
     args = parser.parse_args(argv)
     kwargs = {n: getattr(args, n) for n in names}
     command = " ".join([os.path.basename(sys.argv[0]), *(sys.argv[1:] if argv is None else argv)])
-    try:
-        report = build_to_disk(builder_cls, args.output_dir, configs=getattr(args, "configs", None),
-                               overwrite=args.overwrite, command=command, **kwargs)
-    except (BadRecordError, FileExistsError, FileNotFoundError, ValueError) as e:
-        hint = " (or pass --skip-bad to count and skip bad records)" if isinstance(e, BadRecordError) else ""
-        parser.exit(2, f"error: {e}{hint}\n")
+    reports = []
+
+    def build_reporting_input_errors():
+        try:
+            reports.append(build_to_disk(builder_cls, args.output_dir, configs=getattr(args, "configs", None),
+                                         overwrite=args.overwrite, command=command, **kwargs))
+        except BadRecordError as e:
+            raise UserError(f"{e} (or pass --skip-bad to count and skip bad records)") from e
+        except (FileNotFoundError, ValueError) as e:  # the source readers' own errors name their input file
+            if isinstance(e, UserError):
+                raise
+            raise UserError(str(e)) from e
+
+    code = run_command(parser.prog, build_reporting_input_errors, args.debug)
+    if code:
+        parser.exit(code)
+    report = reports[0]
     for name, info in report["configs"].items():
         for split, s in info["splits"].items():
             skipped = f", {s['skipped']} skipped {s['by_problem']}" if s["skipped"] else ""

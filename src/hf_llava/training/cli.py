@@ -17,12 +17,18 @@ USAGE = "hf-llava train --config X.yaml [--key=value ...]"
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
+    from ..errors import DEBUG_ENV, take_debug_flag
     from .sft import main, make_parser
 
-    if not args.recipe_args or {"-h", "--help"} & set(args.recipe_args):
+    recipe_args, debug = take_debug_flag(args.recipe_args)
+    if debug:  # `hf-llava train ... --debug`: the flag reaches us among the recipe's, after the top-level parse
+        os.environ[DEBUG_ENV] = "1"
+    if not recipe_args or {"-h", "--help"} & set(recipe_args):
         make_parser(prog="hf-llava train", usage=USAGE, description=DESCRIPTION).print_help()
-        return 0 if args.recipe_args else 2
-    main(args.recipe_args)
+        return 0 if recipe_args else 2
+    main(recipe_args)
     return 0
 
 

@@ -287,4 +287,6 @@ def main(argv: list[str] | None = None, step_callback=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from ..errors import script_main
+
+    script_main("python -m hf_llava.training.contrastive", main)

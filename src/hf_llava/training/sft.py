@@ -102,4 +102,6 @@ def main(argv: list[str] | None = None, callbacks: list | None = None):
 
 
 if __name__ == "__main__":
-    main()
+    from ..errors import script_main
+
+    script_main("python -m hf_llava.training.sft", main)
