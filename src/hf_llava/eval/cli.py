@@ -1,10 +1,55 @@
-"""`hf-llava eval BENCHMARK`: one sub-subcommand per benchmark (shapes now; llava-bench and scienceqa later), plus
-`probe`: linear probes at the answer position of the shapes questions (what a model knows but does not say).
+"""`hf-llava eval BENCHMARK`: one sub-subcommand per benchmark, plus `probe`: linear probes at the answer position of
+the shapes questions (what a model knows but does not say).
 
-Heavy imports (torch, transformers, datasets) stay inside the functions so `hf-llava --help` stays fast.
+Each module in BENCHMARK_MODULES exposes `add_parser(benchmarks_subparsers)`; `add_answer_arguments` gives them the
+same answer flags (--model or --answers, --output-dir, --limit, ...) and `answers_from_args` the same behaviour
+(generate the answer file resumably, or read the given one). Heavy imports (torch, transformers, datasets) stay
+inside the functions so `hf-llava --help` stays fast.
 """
 
 import argparse
+from importlib import import_module
+
+from ..errors import at_least
+
+BENCHMARK_MODULES: list[str] = []
+ANSWER_FILE = "answers.jsonl"
+
+
+def add_answer_arguments(parser: argparse.ArgumentParser, *, max_new_tokens: int = 128,
+                         output_dir: str = "outputs/eval") -> None:
+    """--model / --answers, --model-id, --output-dir, --limit, --batch-size, --max-new-tokens."""
+    group = parser.add_argument_group("answers")
+    source = group.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="hf_llava checkpoint folder or Hub id: answer the questions with it (greedy; "
+                                        f"written to OUT/{ANSWER_FILE}, resumed when rerun)")
+    source.add_argument("--answers", metavar="FILE",
+                        help="score this answer file instead of generating (JSON Lines with question_id and text: "
+                             "the original LLaVA scripts', lmms-eval's or a server's)")
+    group.add_argument("--model-id", help="model_id written into the answer file (default: the --model path's name)")
+    group.add_argument("--output-dir", default=output_dir, help="OUT (default: %(default)s)")
+    group.add_argument("--limit", type=at_least(1), help="only the first N questions (quick runs)")
+    group.add_argument("--batch-size", type=at_least(1), default=16, help="generation batch (default: %(default)s)")
+    group.add_argument("--max-new-tokens", type=at_least(1), default=max_new_tokens,
+                       help="answer length cap (default: %(default)s)")
+
+
+def answers_from_args(args: argparse.Namespace, rows) -> dict[str, dict]:
+    """{question_id: answer record}: the --answers file, or the --model's answers to `rows` (the first --limit),
+    generated into OUT/answers.jsonl (kept and extended when rerun)."""
+    from pathlib import Path
+
+    from .answers import generate_answer_file, read_answer_file
+
+    if args.answers:
+        return read_answer_file(args.answers)
+    from .generate import load_model
+
+    model, processor = load_model(args.model)
+    model_id = args.model_id or Path(args.model.rstrip("/")).name
+    records = generate_answer_file(model, processor, rows, Path(args.output_dir) / ANSWER_FILE, model_id=model_id,
+                                   batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, limit=args.limit)
+    return {str(record["question_id"]): record for record in records}
 
 
 def run_shapes(args: argparse.Namespace) -> int:
@@ -15,7 +60,9 @@ def run_shapes(args: argparse.Namespace) -> int:
     rows = load_rows(args.data, None if args.data else args.num_images, args.image_size, args.seed)
     model, processor = load_model(args.model)
     result = evaluate(model, processor, rows, args.batch_size, args.max_new_tokens, blank_image=args.blank_image)
-    paths = save_results(result, args.output_dir, model=args.model)
+    settings = {"data": args.data, "num_images": None if args.data else args.num_images, "blank_image": args.blank_image,
+                "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens}
+    paths = save_results(result, args.output_dir, model=args.model, settings=settings)
     report = write_report(result, rows, args.output_dir, model=args.model)
     print(markdown_table(result))
     print(f"\nwritten to {args.output_dir}/: {', '.join(p.name for p in [*paths.values(), *report.values()])}")
@@ -45,9 +92,14 @@ def run_probe(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("eval", help="evaluate a checkpoint (shapes VQA, answer-position probes)",
-                                   description="Evaluate a hf_llava checkpoint on a benchmark.")
+    parser = subparsers.add_parser("eval", help="evaluate a checkpoint or score answer files (LLaVA-Bench, ScienceQA, "
+                                               "POPE, shapes VQA, answer-position probes)",
+                                   description="Evaluate a hf_llava checkpoint on a benchmark, or score existing "
+                                   "answer files. Each benchmark writes results.json, results.md and per-question "
+                                   "records to --output-dir; see docs/evaluation.md.")
     benchmarks = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
+    for module_name in BENCHMARK_MODULES:
+        import_module(module_name).add_parser(benchmarks)
     shapes = benchmarks.add_parser(
         "shapes", help="held-out synthetic-shapes VQA: exact-match accuracy per question type",
         description="Ask a checkpoint the held-out synthetic-shapes questions (colour, shape, count, position, "

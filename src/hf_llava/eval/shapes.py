@@ -22,6 +22,7 @@ from pathlib import Path
 from ..data.images import to_pil
 from ..data.shapes import QUESTION_TYPES, exact_match, normalize_answer
 from .generate import generate_answers
+from .results import VQA, hub_result, write_results
 
 VQA_COLUMNS = ("question", "answer", "question_type")
 OVERALL = "overall"
@@ -196,17 +197,26 @@ def objects_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def save_results(result: dict, output_dir: str | Path, model: str | None = None) -> dict[str, Path]:
+def hub_results(result: dict) -> list[dict]:
+    """The model-card entries (`huggingface_hub.EvalResult` arguments): accuracy in % per question type and
+    overall."""
+    return [hub_result(task_type=VQA, dataset_type="hf-llava/synthetic-shapes", dataset_name="Synthetic shapes VQA",
+                       dataset_config="vqa", dataset_split="test", metric_type="accuracy",
+                       metric_name=f"accuracy ({qtype})", metric_value=round(100 * entry["accuracy"], 2))
+            for qtype, entry in result["accuracy"].items()]
+
+
+def save_results(result: dict, output_dir: str | Path, model: str | None = None,
+                 settings: dict | None = None) -> dict[str, Path]:
     """predictions.jsonl (one record per question), results.json (the tables) and results.md (the markdown
     tables) in `output_dir`; returns their paths."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    paths = {name: output_dir / name for name in ("predictions.jsonl", "results.json", "results.md")}
-    with open(paths["predictions.jsonl"], "w", encoding="utf-8") as f:
+    with open(output_dir / "predictions.jsonl", "w", encoding="utf-8") as f:
         for record in result["records"]:
             f.write(json.dumps(record) + "\n")
-    summary = {"model": model, **{k: v for k, v in result.items() if k != "records"}}
-    paths["results.json"].write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    summary = {"benchmark": "shapes-vqa", "model": model, "settings": settings or {},
+               **{k: v for k, v in result.items() if k != "records"}, "hub_results": hub_results(result)}
     tables = [markdown_table(result), objects_table(result)]
-    paths["results.md"].write_text("\n\n".join(t for t in tables if t) + "\n", encoding="utf-8")
-    return paths
+    return {"predictions.jsonl": output_dir / "predictions.jsonl",
+            **write_results(output_dir, summary, "\n\n".join(t for t in tables if t))}
