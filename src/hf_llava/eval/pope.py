@@ -18,6 +18,7 @@ Design notes
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from collections import Counter
@@ -26,6 +27,7 @@ from pathlib import Path
 from ..data.pope import CATEGORIES, file_category, read_labels
 from ..errors import UserError
 from .answers import read_answer_file
+from .results import VQA, hub_result, write_results
 
 METRICS = ("f1", "accuracy", "precision", "recall", "yes_ratio")
 AVERAGE = "average"
@@ -165,32 +167,93 @@ def markdown_table(splits: dict[str, dict]) -> str:
 
 def hub_results(splits: dict[str, dict]) -> list[dict]:
     """huggingface_hub.EvalResult kwargs: F1 and accuracy per category, and the average F1 (LLaVA-1.5's number)."""
-    base = {"task_type": "visual-question-answering", "dataset_type": "lmms-lab/POPE", "dataset_name": "POPE"}
+    base = {"task_type": VQA, "dataset_type": "lmms-lab/POPE", "dataset_name": "POPE"}
     out = []
     if len(splits) > 1 and average(splits)["f1"] is not None:
-        out.append({**base, "metric_type": "f1", "metric_name": "F1 (average of categories)",
-                    "metric_value": round(100 * average(splits)["f1"], 2)})
+        out.append(hub_result(**base, metric_type="f1", metric_name="F1 (average of categories)",
+                              metric_value=round(100 * average(splits)["f1"], 2)))
     for category, m in splits.items():
         for key, name in (("f1", "F1"), ("accuracy", "Accuracy")):
             if m[key] is not None:
-                out.append({**base, "dataset_config": category, "metric_type": key, "metric_name": f"{name} ({category})",
-                            "metric_value": round(100 * m[key], 2)})
+                out.append(hub_result(**base, dataset_config=category, metric_type=key,
+                                      metric_name=f"{name} ({category})", metric_value=round(100 * m[key], 2)))
     return out
 
 
 def save_results(splits: dict[str, dict], records: list[dict], output_dir: str | os.PathLike, *,
                  model: str | None, settings: dict) -> dict[str, Path]:
     """results.json, results.md and predictions.jsonl in `output_dir`."""
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    results = {"benchmark": "pope", "model": model, "settings": settings, "splits": splits,
+    summary = {"benchmark": "pope", "model": model, "settings": settings, "splits": splits,
                AVERAGE: average(splits) if len(splits) > 1 else None, "hub_results": hub_results(splits)}
-    paths = {"results": output_dir / "results.json", "table": output_dir / "results.md",
-             "predictions": output_dir / "predictions.jsonl"}
-    paths["results"].write_text(json.dumps(results, indent=2) + "\n")
-    paths["table"].write_text(f"# POPE{f' — {model}' if model else ''}\n\n{markdown_table(splits)}\n\n"
-                              "Percentages; \"yes\" is the positive class.\n")
-    with open(paths["predictions"], "w", encoding="utf-8") as f:
+    table = (f"# POPE{f' — {model}' if model else ''}\n\n{markdown_table(splits)}\n\n"
+             "Percentages; \"yes\" is the positive class.")
+    paths = write_results(output_dir, summary, table)
+    paths["predictions.jsonl"] = Path(output_dir) / "predictions.jsonl"
+    with open(paths["predictions.jsonl"], "w", encoding="utf-8") as f:
         for record in records:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
     return paths
+
+
+def load_builder_rows(data: str, categories: list[str], limit: int | None):
+    """The rows of each category split of a datasets_scripts/pope.py output (the first `limit` of each)."""
+    import datasets
+
+    from .answers import load_rows
+
+    parts = []
+    for category in categories:
+        rows = load_rows(data, split=category)
+        missing = [c for c in ("question_id", "category", "label") if c not in rows.column_names]
+        if missing:
+            raise UserError(f"--data {data}: split {category!r} lacks {', '.join(missing)}: build it with "
+                            "datasets_scripts/pope.py")
+        parts.append(rows.select(range(min(limit, len(rows)))) if limit else rows)
+    return datasets.concatenate_datasets(parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .cli import answers_from_args
+
+    categories = [c.strip() for c in args.categories.split(",") if c.strip()]
+    if args.data:
+        rows = load_builder_rows(args.data, categories, args.limit)
+        # --limit is per category here: the rows are already cut
+        answers = answers_from_args(argparse.Namespace(**{**vars(args), "limit": None}), rows)
+        splits, records = score_rows(rows.remove_columns("images"), {q: r["text"] for q, r in answers.items()})
+    elif args.answers and args.questions and args.annotation_dir:
+        splits, records = score_original_files(args.answers, args.questions, args.annotation_dir)
+    else:
+        raise UserError("give --data (rows built by datasets_scripts/pope.py) with --model or --answers, or score the "
+                        "original's files with --answers, --questions and --annotation-dir")
+    settings = {k: getattr(args, k) for k in ("data", "categories", "answers", "questions", "annotation_dir",
+                                              "limit", "batch_size", "max_new_tokens")}
+    paths = save_results(splits, records, args.output_dir, model=args.model or args.model_id, settings=settings)
+    print(markdown_table(splits))
+    print(f"\nwritten to {args.output_dir}/: {', '.join(Path(p).name for p in paths.values())}")
+    return 0
+
+
+def add_parser(benchmarks) -> None:
+    from .cli import add_answer_arguments
+
+    parser = benchmarks.add_parser(
+        "pope", help="POPE object hallucination: yes/no accuracy, precision, recall, F1, yes-ratio per category",
+        description="POPE: \"Is there a <object> in the image?\" questions whose object is present or absent "
+        "(random / popular / adversarial sampling). Answers are read with the original eval_pope.py rule (\"no\" if "
+        "the first sentence has the word No/not/no, else \"yes\") and scored per category. Either answer the rows "
+        "of datasets_scripts/pope.py (--model, --data), score an answer file against them (--answers, --data), or "
+        "score the original's files (--answers, --questions, --annotation-dir). Writes results.json, results.md and "
+        "predictions.jsonl to --output-dir; see docs/evaluation.md.")
+    add_answer_arguments(parser, max_new_tokens=16, output_dir="outputs/eval-pope")
+    data = parser.add_argument_group("questions")
+    data.add_argument("--data", help="the output folder of datasets_scripts/pope.py (or a Hub dataset id)")
+    data.add_argument("--categories", default=",".join(CATEGORIES),
+                      help="--data: the category splits to evaluate (default: %(default)s); --limit applies to each")
+    data.add_argument("--questions", metavar="FILE",
+                      help="the original's question file (JSON Lines with question_id and category, e.g. "
+                           "llava_pope_test.jsonl), with --answers and --annotation-dir")
+    data.add_argument("--annotation-dir", metavar="DIR",
+                      help="the folder of POPE's label files coco_pope_<category>.json (the original's "
+                           "--annotation-dir)")
+    parser.set_defaults(func=run)

@@ -24,6 +24,7 @@ Design notes
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -32,8 +33,10 @@ from pathlib import Path
 
 from ..data.scienceqa import LETTERS, SUBJECTS, grade_band, prompt
 from ..errors import UserError
+from .results import VQA, hub_result, write_results
 
 OPTIONS = "ABCDE"  # the original's --options
+LETTER_INSTRUCTION = "Answer with the option's letter from the given choices directly."  # LLaVA-1.5's QCM-A
 COLUMNS = ("NAT", "SOC", "LAN", "TXT", "IMG", "NO", "G1-6", "G7-12", "Avg")
 _ANSWER_IS = re.compile(r"The answer is ([A-Z]).")  # as the original, "." unescaped
 _JUDGE_ANSWER = re.compile(r"The answer is \(?([A-Z])\)?")
@@ -287,8 +290,6 @@ def with_letter_instruction(rows, instruction: str):
     return [{**row, **add(row["messages"])} for row in rows]
 
 
-LETTER_INSTRUCTION = "Answer with the option's letter from the given choices directly."
-
 
 # ---------------------------------------------------------------- outputs
 
@@ -306,10 +307,11 @@ def markdown_table(rows: list[tuple[str, dict]]) -> str:
 
 def hub_results(breakdown_: dict[str, float | None], split: str) -> list[dict]:
     """huggingface_hub.EvalResult kwargs: Avg and every breakdown column."""
-    base = {"task_type": "visual-question-answering", "dataset_type": "derek-thomas/ScienceQA",
-            "dataset_name": "ScienceQA", "dataset_split": split, "metric_type": "accuracy"}
-    return [{**base, "metric_name": column if column != "Avg" else "Accuracy (Avg)", "metric_value": value}
-            for column, value in sorted(breakdown_.items(), key=lambda kv: kv[0] != "Avg") if value is not None]
+    base = {"task_type": VQA, "dataset_type": "derek-thomas/ScienceQA", "dataset_name": "ScienceQA",
+            "dataset_split": split, "metric_type": "accuracy"}
+    return [hub_result(**base, metric_name="Accuracy (Avg)" if column == "Avg" else f"Accuracy ({column})",
+                       metric_value=breakdown_[column])
+            for column in ("Avg", *COLUMNS[:-1]) if breakdown_[column] is not None]
 
 
 def table_rows(result: dict, model_name: str) -> list[tuple[str, dict]]:
@@ -325,24 +327,113 @@ def table_rows(result: dict, model_name: str) -> list[tuple[str, dict]]:
 def save_results(result: dict, records: list[dict], output_dir: str | os.PathLike, *, model: str | None,
                  settings: dict) -> dict[str, Path]:
     """results.json (the original's fields + breakdown + ensembles + hub_results), results.md, predictions.jsonl."""
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    full = {"benchmark": "scienceqa", "model": model, "settings": settings, **result,
-            "hub_results": hub_results(result["breakdown"], settings.get("split") or "test")}
-    paths = {"results": output_dir / "results.json", "table": output_dir / "results.md",
-             "predictions": output_dir / "predictions.jsonl"}
-    paths["results"].write_text(json.dumps(full, indent=2) + "\n")
+    split = settings.get("split") or "test"
+    summary = {"benchmark": "scienceqa", "model": model, "settings": settings, **result,
+               "hub_results": hub_results(result["breakdown"], split)}
     f = result["failures"]
     notes = [f"{result['correct']} / {result['count']} correct; failed answers (counted wrong): {f['unparsed']} "
-             f"unparsable, {f['out_of_range']} letter beyond the choices, {f['missing']} missing."]
+             f"unparsable, {f['out_of_range']} with a letter beyond the choices, {f['missing']} missing."]
     judge = (result.get("ensembles") or {}).get("judge")
     if judge:
-        notes.append(f"Judge {settings.get('judge_model')}: asked on {judge['judged']} disagreements, "
-                     f"{judge['judge_failures']} failed calls and {judge['judge_unparsed']} unparsable replies "
-                     "(ours kept there).")
-    paths["table"].write_text(f"# ScienceQA ({settings.get('split') or 'test'})\n\n"
-                              f"{markdown_table(table_rows(result, model or 'model'))}\n\n" + "\n".join(notes) + "\n")
-    with open(paths["predictions"], "w", encoding="utf-8") as fh:
+        notes.append(f"Judge {(judge.get('judge') or {}).get('model', '')}: asked on {judge['judged']} disagreements; "
+                     f"{judge['judge_failures']} failed calls and {judge['judge_unparsed']} replies without an answer "
+                     "kept ours.")
+    table = f"# ScienceQA ({split})\n\n{markdown_table(table_rows(result, model or 'model'))}\n\n" + "\n".join(notes)
+    paths = write_results(output_dir, summary, table)
+    paths["predictions.jsonl"] = Path(output_dir) / "predictions.jsonl"
+    with open(paths["predictions.jsonl"], "w", encoding="utf-8") as fh:
         for record in records:
-            fh.write(json.dumps(record) + "\n")
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
     return paths
+
+
+def _problems(args: argparse.Namespace, rows) -> dict[str, Problem]:
+    if args.problems or args.pid_splits:
+        if not (args.problems and args.pid_splits):
+            raise UserError("--problems and --pid-splits go together (ScienceQA's problems.json and pid_splits.json)")
+        return problems_from_files(args.problems, args.pid_splits, args.split)
+    if rows is None:
+        raise UserError("give the questions: --data (rows built by datasets_scripts/scienceqa.py) or --problems and "
+                        "--pid-splits (ScienceQA's own files)")
+    return problems_from_rows(rows)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .answers import load_rows
+    from .cli import answers_from_args
+
+    if args.model and not args.data:
+        raise UserError("--model answers the rows of --data (built by datasets_scripts/scienceqa.py); to score an "
+                        "existing answer file pass --answers")
+    if args.judge_model and not args.second_answers:
+        raise UserError("--judge-model decides between two answer files: pass the other one with --second-answers")
+    rows = load_rows(args.data, args.split) if args.data else None
+    if rows is not None and args.letter_instruction:
+        rows = with_letter_instruction(rows, LETTER_INSTRUCTION)
+    problems = _problems(args, rows)
+    answers = {qid: record["text"] for qid, record in answers_from_args(args, rows).items()}
+    if args.limit:
+        if args.model:  # the answered rows (the first --limit)
+            problems = {pid: p for pid, p in problems.items() if pid in answers}
+        else:
+            problems = dict(list(problems.items())[:args.limit])
+    if answers and not set(answers) & set(problems):
+        raise UserError(f"{args.answers or 'the answer file'}: none of its {len(answers)} question_ids (e.g. "
+                        f"{next(iter(answers))!r}) is a pid of split {args.split!r}: answers to another split or "
+                        "benchmark?")
+    second = read_second_answers(args.second_answers) if args.second_answers else None
+    ask_judge, judge = None, None
+    if args.judge_model:
+        from .judge import JudgeSettings, run_judge
+
+        judge = JudgeSettings.from_args(args)
+        replies_seen = {}
+
+        def ask_judge(requests):
+            replies_seen["replies"] = run_judge(requests, judge, args.output_dir, desc="judging disagreements")
+            return replies_seen["replies"]
+    result, records = evaluate(problems, answers, second, ask_judge)
+    if judge is not None:
+        replies = replies_seen["replies"]
+        result["ensembles"]["judge"]["judge"] = {**judge.describe(), "response_models": replies.response_models,
+                                                 "cost_usd": replies.cost_usd, "stopped": replies.stopped}
+    settings = {"split": args.split, "data": args.data, "problems": args.problems, "pid_splits": args.pid_splits,
+                "answers": args.answers, "letter_instruction": args.letter_instruction,
+                "second_answers": args.second_answers, "limit": args.limit, "batch_size": args.batch_size,
+                "max_new_tokens": args.max_new_tokens, "judge": judge.describe() if judge else None}
+    paths = save_results(result, records, args.output_dir, model=args.model or args.model_id, settings=settings)
+    print(markdown_table(table_rows(result, args.model or args.model_id or "model")))
+    print(f"\nwritten to {args.output_dir}/: {', '.join(Path(p).name for p in paths.values())}")
+    return 0
+
+
+def add_parser(benchmarks) -> None:
+    from .cli import add_answer_arguments
+    from .judge import add_judge_arguments
+
+    parser = benchmarks.add_parser(
+        "scienceqa", help="ScienceQA: accuracy with the paper's breakdown, optional ensembles with a second answer file",
+        description="ScienceQA multiple choice, scored as the original eval_science_qa.py (the answer is a letter, "
+        "or starts with \"X. \", or says \"The answer is X.\" exactly once; anything else is wrong) with the paper's "
+        "breakdown (NAT/SOC/LAN, TXT/IMG/NO, G1-6/G7-12, Avg). Answer the rows of datasets_scripts/scienceqa.py "
+        "(--model, --data) or score an answer file (--answers) against them or ScienceQA's own files (--problems, "
+        "--pid-splits). --second-answers adds the complement ensemble and the either-correct bound, and with "
+        "--judge-model the judge ensemble. Writes results.json (the original's fields), results.md and "
+        "predictions.jsonl to --output-dir; see docs/evaluation.md.")
+    add_answer_arguments(parser, max_new_tokens=1024, output_dir="outputs/eval-scienceqa")
+    data = parser.add_argument_group("questions")
+    data.add_argument("--data", help="the output folder of datasets_scripts/scienceqa.py (or a Hub dataset id)")
+    data.add_argument("--split", default="test", help="split to evaluate (default: %(default)s)")
+    data.add_argument("--problems", metavar="FILE", help="ScienceQA's problems.json (scores by its fields; with "
+                                                         "--pid-splits)")
+    data.add_argument("--pid-splits", metavar="FILE", help="ScienceQA's pid_splits.json")
+    data.add_argument("--letter-instruction", action="store_true",
+                      help=f"append \"{LETTER_INSTRUCTION}\" to every question (LLaVA-1.5's QCM-A prompt; for rows "
+                           "built with --format QCM-A)")
+    ensemble = parser.add_argument_group("ensembles")
+    ensemble.add_argument("--second-answers", metavar="FILE",
+                          help="another model's answers (JSON Lines with question_id and text, or a result file with "
+                               "\"outputs\" {pid: text} such as the original's GPT-4 results): adds the complement "
+                               "ensemble and the either-correct upper bound; with --judge-model also the judge one")
+    add_judge_arguments(parser)
+    parser.set_defaults(func=run)
