@@ -12,7 +12,7 @@ from importlib import import_module
 
 from ..errors import at_least
 
-BENCHMARK_MODULES: list[str] = []
+BENCHMARK_MODULES: list[str] = ["hf_llava.eval.scienceqa", "hf_llava.eval.pope"]
 ANSWER_FILE = "answers.jsonl"
 
 
