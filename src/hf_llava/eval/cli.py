@@ -12,15 +12,16 @@ from importlib import import_module
 
 from ..errors import at_least
 
-BENCHMARK_MODULES: list[str] = ["hf_llava.eval.scienceqa", "hf_llava.eval.pope"]
+BENCHMARK_MODULES: list[str] = ["hf_llava.eval.llava_bench", "hf_llava.eval.scienceqa", "hf_llava.eval.pope"]
 ANSWER_FILE = "answers.jsonl"
 
 
 def add_answer_arguments(parser: argparse.ArgumentParser, *, max_new_tokens: int = 128,
-                         output_dir: str = "outputs/eval") -> None:
-    """--model / --answers, --model-id, --output-dir, --limit, --batch-size, --max-new-tokens."""
+                         output_dir: str = "outputs/eval", required: bool = True) -> None:
+    """--model / --answers (one of them, `required` unless the benchmark has another mode), --model-id,
+    --output-dir, --limit, --batch-size, --max-new-tokens."""
     group = parser.add_argument_group("answers")
-    source = group.add_mutually_exclusive_group(required=True)
+    source = group.add_mutually_exclusive_group(required=required)
     source.add_argument("--model", help="hf_llava checkpoint folder or Hub id: answer the questions with it (greedy; "
                                         f"written to OUT/{ANSWER_FILE}, resumed when rerun)")
     source.add_argument("--answers", metavar="FILE",
