@@ -2,6 +2,7 @@
 a loopback OpenAI-compatible server), bad inputs, and an end-to-end run on a tiny model."""
 
 import json
+import re
 
 import pytest
 
@@ -101,3 +102,171 @@ def test_breakdown_two_decimals_and_empty_groups():
     b = sqa.breakdown(problems, {"0": 0, "1": 0, "2": 1})
     assert b["Avg"] == 66.67 and b["NAT"] == 66.67 and b["NO"] == 66.67
     assert b["SOC"] is None and b["G7-12"] is None
+
+
+def test_ensembles_complement_and_upper_bound(tmp_path):
+    problems = sqa.problems_from_files(*write_files(tmp_path)[:2])
+    result, records = sqa.evaluate(problems, OURS, SECOND)
+    # complement by hand: 1 A wrong, 2 ours right (second unparsable), 3 ours right (second missing), 4 E, 5 B,
+    # 6 C right, 7 B wrong, 8 B wrong -> 5/8; NAT (1,4,7,8) 1/4, SOC 2/2, LAN 2/2
+    c = result["ensembles"]["complement"]
+    assert (c["correct"], c["count"], c["second_failed"]) == (5, 8, 2)
+    assert (c["breakdown"]["Avg"], c["breakdown"]["NAT"], c["breakdown"]["SOC"], c["breakdown"]["LAN"]) == \
+        (62.5, 25.0, 100.0, 100.0)
+    # either correct: every question but 7 (both B) and 8 (ours missing, second B) -> 6/8
+    assert result["ensembles"]["either_correct"]["correct"] == 6
+    assert result["ensembles"]["either_correct"]["breakdown"]["Avg"] == 75.0
+    assert "judge" not in result["ensembles"]
+    assert records[1] == {"question_id": "2", "gold": "A", "text": "A. Alaska", "parsed": "A", "index": 0,
+                          "correct": True, "second_text": "Hmm.", "second_index": -1}
+    assert sqa.disagreements(problems, result["results"], {r["question_id"]: r["second_index"] for r in records}) \
+        == ["1", "2", "3", "4", "5", "6", "8"]
+
+
+def test_second_answers_from_a_result_file_or_an_answer_file(tmp_path):
+    (tmp_path / "gpt4.json").write_text(json.dumps({"acc": 1, "outputs": SECOND}))
+    assert sqa.read_second_answers(tmp_path / "gpt4.json") == SECOND
+    (tmp_path / "gpt4.jsonl").write_text("".join(json.dumps({"question_id": int(k), "text": v}) + "\n"
+                                                 for k, v in SECOND.items()))
+    assert sqa.read_second_answers(tmp_path / "gpt4.jsonl") == SECOND
+    (tmp_path / "bad.jsonl").write_text('{"question_id": 1, "text": "A"}\n{"question_id": 2}\n')
+    with pytest.raises(UserError, match="bad.jsonl: line 2: an answer record needs 'question_id' and a string"):
+        sqa.read_second_answers(tmp_path / "bad.jsonl")
+
+
+def test_cli_scores_an_answer_file_alone_with_the_original_fields(tmp_path):
+    from huggingface_hub import EvalResult
+
+    from hf_llava.cli import main as cli_main
+
+    problems_json, splits_json, answers = write_files(tmp_path)
+    out = tmp_path / "out"
+    assert cli_main(["eval", "scienceqa", "--answers", str(answers), "--problems", str(problems_json),
+                     "--pid-splits", str(splits_json), "--output-dir", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert {"benchmark", "model", "settings", "acc", "correct", "count", "results", "outputs", "breakdown",
+            "failures", "hub_results"} <= set(results)
+    assert results["benchmark"] == "scienceqa" and results["model"] is None and results["settings"]["split"] == "test"
+    assert (results["acc"], results["correct"], results["count"]) == (37.5, 3, 8)
+    assert results["results"]["3"] == 3 and results["results"]["5"] == -1
+    hub = [EvalResult(**entry) for entry in results["hub_results"]]  # exactly EvalResult's keyword arguments
+    assert [(h.metric_name, h.metric_value) for h in hub[:2]] == [("Accuracy (Avg)", 37.5), ("Accuracy (NAT)", 25.0)]
+    assert len(hub) == 9 and {h.dataset_split for h in hub} == {"test"}
+    table = (out / "results.md").read_text()
+    assert "| Method | NAT | SOC | LAN | TXT | IMG | NO | G1-6 | G7-12 | Avg |" in table
+    assert "| 25.00 | 50.00 | 50.00 | 50.00 | 50.00 | 0.00 | 25.00 | 50.00 | 37.50 |" in table
+    assert "2 unparsable, 1 with a letter beyond the choices, 1 missing" in table
+    records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [r["question_id"] for r in records] == SPLITS["test"] and records[7]["text"] is None
+    # --limit scores the split's first N problems only
+    assert cli_main(["eval", "scienceqa", "--answers", str(answers), "--problems", str(problems_json),
+                     "--pid-splits", str(splits_json), "--output-dir", str(out), "--limit", "3"]) == 0
+    assert json.loads((out / "results.json").read_text())["acc"] == 100.0
+
+
+JUDGE_REPLIES = {  # question -> the loopback judge's reply
+    "Which animal is a mammal?": "Answer 1 is right. The answer is B.",
+    "Which state is north?": "I cannot decide.",  # no answer in it: ours is kept
+    "Which word is a noun?": "The answer is A.",  # overrules ours (which was right)
+    "Which is a good?": "Answer 2 reasons well. The answer is B.",
+    "Which is a verb?": "The answer is A. On second thought, the answer is C. The answer is C.",  # the last counts
+    "Which is hot?": "Neither: the answer is A. The answer is A.",
+}
+
+
+JUDGED = []  # the request bodies the loopback judge received
+
+
+def judge_responder(body):
+    JUDGED.append(body)
+    user = body["messages"][-1]["content"]
+    return next(reply for question, reply in JUDGE_REPLIES.items() if f"Question: {question}" in user)
+
+
+def test_judge_ensemble_through_a_loopback_judge_and_resume(tmp_path, monkeypatch):
+    from servers.openai_server import Faults, OpenAIServer
+
+    from hf_llava.cli import main as cli_main
+
+    problems_json, splits_json, answers = write_files(tmp_path)
+    (tmp_path / "gpt4.json").write_text(json.dumps({"outputs": SECOND}))
+    out = tmp_path / "out"
+    # pid 4's judge call always fails (its request key starts with the pid)
+    with OpenAIServer(responder=judge_responder, faults=Faults(fail_images=frozenset({"4"}))) as server:
+        monkeypatch.setenv("OPENAI_API_KEY", server.api_key)
+        argv = ["eval", "scienceqa", "--answers", str(answers), "--problems", str(problems_json), "--pid-splits",
+                str(splits_json), "--output-dir", str(out), "--second-answers", str(tmp_path / "gpt4.json"),
+                "--judge-model", "loopback-judge", "--judge-base-url", server.url, "--judge-max-retries", "0"]
+        assert cli_main(argv) == 0
+        asked = server.requests_by_key(status=None)
+        assert sorted(key.split("|")[0] for key in asked) == ["1", "2", "3", "4", "5", "6", "8"]  # not 7: agreed
+        body = next(b for b in JUDGED if "Which word is a noun?" in b["messages"][-1]["content"])
+        assert body["model"] == "loopback-judge" and body["temperature"] == 0.2
+        assert body["messages"][0] == {"role": "system", "content": sqa.JUDGE_SYSTEM}
+        assert body["messages"][1]["content"].endswith("Answer 1:\nNouns name things. The answer is D.\n\n"
+                                                       "Answer 2:\n(no answer)")
+        assert cli_main(argv) == 0  # rerun: finished judgements come from the cache, only the failed one is resent
+        again = server.requests_by_key(status=None)
+        assert {k.split("|")[0]: n for k, n in again.items()} == {"1": 1, "2": 1, "3": 1, "4": 2, "5": 1, "6": 1,
+                                                                 "8": 1}
+    results = json.loads((out / "results.json").read_text())
+    judge = results["ensembles"]["judge"]
+    # by hand: 1 B right, 2 ours right, 3 A wrong, 4 ours failed (call failed), 5 B right, 6 C right,
+    # 7 ours B wrong (not asked), 8 A right -> 5/8
+    assert (judge["correct"], judge["judged"], judge["judge_failures"], judge["judge_unparsed"]) == (5, 7, 1, 1)
+    assert judge["results"] == {"1": 1, "2": 0, "3": 0, "4": -1, "5": 1, "6": 2, "7": 1, "8": 0}
+    assert judge["judge"]["model"] == "loopback-judge" and results["settings"]["judge"]["temperature"] == 0.2
+    table = (out / "results.md").read_text()
+    assert "| judge (on disagreements) |" in table and "| either correct (upper bound) |" in table
+    assert "asked on 7 disagreements; 1 failed calls and 1 replies without an answer kept ours" in table
+    records = {r["question_id"]: r for r in map(json.loads, (out / "predictions.jsonl").read_text().splitlines())}
+    assert records["3"]["judge_reply"] == "The answer is A." and "judge_reply" not in records["7"]
+
+
+def test_judge_request_holds_the_question_and_both_answers():
+    p = sqa.Problem(1, 3, "NAT", ("NO",), "G1-6", "Question: Which?\nContext: N/A\nOptions: (A) x (B) y (C) z")
+    system, user = sqa.judge_messages(p, "It is B. The answer is B.", None)
+    assert system["role"] == "system" and "The answer is X." in system["content"]
+    assert user["content"] == ("Question: Which?\nContext: N/A\nOptions: (A) x (B) y (C) z\n\nAnswer 1:\nIt is B. "
+                               "The answer is B.\n\nAnswer 2:\n(no answer)")
+    assert sqa.judge_choice("The answer is (C).", 3) == 2 and sqa.judge_choice("The answer is D.", 3) == -1
+    assert sqa.judge_choice(None, 3) == -1 and sqa.judge_choice("no idea", 3) == -1
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda f: f["problems"].unlink(), "--problems .*problems.json: no such file"),
+    (lambda f: f["splits"].write_text(json.dumps({"test": ["1", "77"]})),
+     "pid_splits.json: pid 77 of split 'test' is not in .*problems.json"),
+    (lambda f: f["splits"].write_text(json.dumps({"train": []})), r"pid_splits.json: no split 'test' \(has \['train'\]\)"),
+    (lambda f: f["problems"].write_text(json.dumps({**PROBLEMS, "1": {**PROBLEMS["1"], "answer": 7}})),
+     "problems.json: problem 1 is malformed"),
+    (lambda f: f["answers"].write_text(json.dumps({"question_id": "x1", "text": "A"}) + "\n"),
+     "answers.jsonl: none of its 1 question_ids .*'x1'.* is a pid of split 'test'"),
+    (lambda f: f["answers"].write_text('{"question_id": "1", "text": "A"}\nnot json\n'),
+     "answers.jsonl: line 2 is not a JSON record"),
+])
+def test_bad_inputs_end_in_one_line_naming_the_file(tmp_path, capsys, change, message):
+    from hf_llava.cli import main as cli_main
+
+    problems_json, splits_json, answers = write_files(tmp_path)
+    change({"problems": problems_json, "splits": splits_json, "answers": answers})
+    assert cli_main(["eval", "scienceqa", "--answers", str(answers), "--problems", str(problems_json),
+                     "--pid-splits", str(splits_json), "--output-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert re.search(message, err), err
+
+
+def test_flag_combinations_that_cannot_work(tmp_path, capsys):
+    from hf_llava.cli import main as cli_main
+
+    problems_json, splits_json, answers = write_files(tmp_path)
+    files = ["--problems", str(problems_json), "--pid-splits", str(splits_json)]
+    assert cli_main(["eval", "scienceqa", "--answers", str(answers), *files, "--judge-model", "j"]) == 2
+    assert "--judge-model decides between two answer files" in capsys.readouterr().err
+    assert cli_main(["eval", "scienceqa", "--model", str(tmp_path), *files]) == 2
+    assert "--model answers the rows of --data" in capsys.readouterr().err
+    assert cli_main(["eval", "scienceqa", "--answers", str(answers), "--problems", str(problems_json)]) == 2
+    assert "--problems and --pid-splits go together" in capsys.readouterr().err
+    assert cli_main(["eval", "scienceqa", "--answers", str(answers)]) == 2
+    assert "give the questions: --data" in capsys.readouterr().err
