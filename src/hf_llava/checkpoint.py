@@ -1,8 +1,8 @@
 """Write a complete checkpoint folder: weights (safetensors), processor, chat template, remote code, model card.
 
 Every command that produces a model (build, convert, train) saves through `save_checkpoint`, so every folder that
-reaches the Hub loads with `trust_remote_code=True` and explains itself in its README.md (rendered from
-MODEL_CARD.md with huggingface_hub's ModelCard).
+reaches the Hub loads with `trust_remote_code=True` and explains itself in its README.md (rendered by hf_llava.hub
+from the package's MODEL_CARD.md template, with the card's inputs kept in hf_llava_card.json).
 
 Commands write through `staged_output`: a non-empty output folder is refused unless the user asked to overwrite it,
 an output that is (or contains) an input always, and the files go to a staging folder next to the output that is
@@ -17,60 +17,9 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from importlib import resources
 from pathlib import Path
 
-from huggingface_hub import ModelCard, ModelCardData
-
 from .errors import UserError, check_source
-
-
-def render_model_card(
-    model,
-    processor,
-    *,
-    model_name: str | None = None,
-    repo_id: str | None = None,
-    vision_tower: str | None = None,
-    llm: str | None = None,
-    chat_template: str = "see chat_template.jinja",
-    description: str = "",
-    training: str = "Not trained by hf-llava yet (composed or converted checkpoint).",
-    evaluation: str = "Not evaluated yet.",
-    datasets: list[str] | None = None,
-    license: str | None = None,
-) -> ModelCard:
-    config = model.config
-    base_models = [name for name in (vision_tower, llm) if name and not Path(name).exists()]
-    card_data = ModelCardData(
-        library_name="transformers",
-        pipeline_tag="image-text-to-text",
-        tags=["hf-llava", "llava", "vision-language", "custom_code"],
-        base_model=base_models or None,
-        datasets=datasets,
-        license=license,
-    )
-    template = (resources.files("hf_llava") / "MODEL_CARD.md").read_text()
-    return ModelCard.from_template(
-        card_data,
-        template_str=template,
-        model_name=model_name or repo_id or "hf-llava model",
-        repo_id=repo_id or "path/to/this/folder",
-        vision_tower=vision_tower or config.vision_config.model_type,
-        llm=llm or config.text_config.model_type,
-        projector_type=config.projector_type,
-        image_size=config.vision_config.image_size,
-        patch_size=config.vision_config.patch_size,
-        vision_feature_layer=config.vision_feature_layer,
-        vision_feature_select_strategy=config.vision_feature_select_strategy,
-        image_seq_length=config.image_seq_length,
-        text_model_type=config.text_config.model_type,
-        chat_template=chat_template,
-        num_parameters=f"{model.num_parameters() / 1e6:,.1f} M",
-        description=description,
-        training=training,
-        evaluation=evaluation,
-    )
 
 
 def clear_call_state(tokenizer) -> None:
@@ -89,16 +38,21 @@ def clear_call_state(tokenizer) -> None:
 
 
 def save_checkpoint(model, processor, output_dir: str | Path, state_dict: dict | None = None, **card_info) -> Path:
-    """Save model + processor + remote code + README.md model card into `output_dir`.
+    """Save model + processor + remote code + README.md model card (and its inputs, hf_llava_card.json) into
+    `output_dir`. `card_info`: the keyword arguments of `hf_llava.hub.card_inputs` (parts, training, ...).
 
     `state_dict` (optional) replaces the model's own tensors, e.g. the full weights gathered from ZeRO-3/FSDP shards.
     """
+    from .hub import card_inputs, render_model_card, write_card_inputs
+
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output_dir, state_dict=state_dict)
     clear_call_state(processor.tokenizer)
     processor.save_pretrained(output_dir)
-    render_model_card(model, processor, **card_info).save(output_dir / "README.md")
+    inputs = card_inputs(model, **card_info)
+    render_model_card(inputs).save(output_dir / "README.md")
+    write_card_inputs(inputs, output_dir)
     return output_dir
 
 
