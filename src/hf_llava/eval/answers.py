@@ -97,9 +97,12 @@ def _drop_torn_line(path: Path) -> None:
 
 
 def generate_answer_file(model, processor, rows, path: str | os.PathLike, *, model_id: str, batch_size: int = 16,
-                         max_new_tokens: int = 128, limit: int | None = None) -> list[dict]:
+                         max_new_tokens: int = 128, limit: int | None = None, load=None) -> list[dict]:
     """Answer `rows` (canonical rows with a `question_id` or `id`) greedily into the answer file `path`, keeping
-    the answers already there; returns the records of `rows` (the first `limit`), in row order."""
+    the answers already there; returns the records of `rows` (the first `limit`), in row order.
+
+    With `model=None`, `load() -> (model, processor)` is called only when some row still needs an answer (a rerun
+    that only rescores does not load the model)."""
     path = Path(path)
     if limit is not None:
         rows = rows.select(range(min(limit, len(rows)))) if hasattr(rows, "select") else list(rows)[:limit]
@@ -114,6 +117,8 @@ def generate_answer_file(model, processor, rows, path: str | os.PathLike, *, mod
                             "write to another --output-dir (or delete the file) to answer with this model")
     pending = [k for k, qid in enumerate(ids) if qid not in done]
     if pending:
+        if model is None:
+            model, processor = load()
         todo = rows.select(pending) if hasattr(rows, "select") else [rows[k] for k in pending]
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a", encoding="utf-8") as f:

@@ -46,10 +46,10 @@ def answers_from_args(args: argparse.Namespace, rows) -> dict[str, dict]:
         return read_answer_file(args.answers)
     from .generate import load_model
 
-    model, processor = load_model(args.model)
     model_id = args.model_id or Path(args.model.rstrip("/")).name
-    records = generate_answer_file(model, processor, rows, Path(args.output_dir) / ANSWER_FILE, model_id=model_id,
-                                   batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, limit=args.limit)
+    records = generate_answer_file(None, None, rows, Path(args.output_dir) / ANSWER_FILE, model_id=model_id,
+                                   batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, limit=args.limit,
+                                   load=lambda: load_model(args.model))
     return {str(record["question_id"]): record for record in records}
 
 

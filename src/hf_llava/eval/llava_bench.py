@@ -208,15 +208,17 @@ def markdown_table(summary: dict) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
              row("relative score (%)", "relative_score"), row("reference answers (x10)", "reference_score"),
              row("model answers (x10)", "model_score"), row("questions scored", "questions")]
-    failures, missing = summary["failures"], summary["missing_answers"]["count"]
-    treated = "scored -1 on both sides (the original's arithmetic)" if summary["settings"]["failures_as_minus_one"] \
-        else "left out"
-    lines += ["", f"Judge: {summary['judge_model'] or 'unknown'}"
-              + (f" (served as {', '.join(summary['judge_response_models'])})" if summary["judge_response_models"]
-                 else "") + f"; rules: {summary['settings']['rules']}.",
-              f"Judge failures: {failures['count']} ({treated})"
-              + (f": {', '.join(f'{k} {v}' for k, v in failures['by_reason'].items())}" if failures["count"] else "")
-              + f". Questions without an answer: {missing} (left out)."]
+    failures, settings = summary["failures"], summary["settings"]
+    judge = summary["judge_model"] or "unknown"
+    if summary["judge_response_models"]:
+        judge += f" (served as {', '.join(summary['judge_response_models'])})"
+    if settings["rules"]:
+        judge += f"; rules: {settings['rules']}"
+    treated = "scored -1 on both sides as the original did" if settings["failures_as_minus_one"] else "left out"
+    reasons = ", ".join(f"{k} {v}" for k, v in failures["by_reason"].items())
+    lines += ["", f"Judge: {judge}.",
+              f"Judge failures: {failures['count']} ({treated}){': ' + reasons if reasons else ''}. "
+              f"Questions without an answer: {summary['missing_answers']['count']} (left out)."]
     return "\n".join(lines)
 
 
@@ -285,6 +287,7 @@ def run(args: argparse.Namespace) -> int:
     settings_out = {"failures_as_minus_one": args.failures_as_minus_one,
                     "rules": args.rules or "hf-llava defaults", "variant": args.variant}
     if args.reviews:
+        settings_out["rules"] = None  # the judging happened elsewhere
         reviews = read_reviews(args.reviews)
         variant = args.variant if args.variant != "auto" else (
             "in-the-wild" if any(str(r.get("category", "")).startswith("llava_bench_") for r in reviews) else "coco")
@@ -323,7 +326,7 @@ def run(args: argparse.Namespace) -> int:
     write_results(output_dir, summary, table)
     print(table)
     print(f"\nwritten to {output_dir}/: results.json, results.md" + ("" if args.reviews else ", reviews.jsonl"))
-    unanswered = [r for r in reviews if r["failure"] and r["content"] is None]
+    unanswered = [r for r in reviews if r["failure"] and r["content"] is None] if replies is not None else []
     if unanswered:
         print(f"{len(unanswered)} judge call(s) got no reply (first: question {unanswered[0]['question_id']}: "
               f"{unanswered[0]['failure']}); rerun the same command to retry them (finished ones are not resent)")
