@@ -153,3 +153,45 @@ def test_builder_bad_inputs(tmp_path):
               image_root=files["image_root"])
     with pytest.raises(UserError, match="nowhere: no such POPE file or folder"):
         build(cls, questions=str(tmp_path / "nowhere"), image_root=files["image_root"])
+
+
+def test_end_to_end_on_a_tiny_model_and_the_cli_modes(tmp_path, capsys):
+    from inference_helpers import save_tiny_checkpoint
+
+    from hf_llava.cli import main as cli_main
+    from hf_llava.data.builder import build_to_disk
+
+    build_to_disk(builder_module("pope").Pope, str(tmp_path / "data"), **pope_inputs(tmp_path))
+    model = save_tiny_checkpoint(tmp_path / "model")
+    out = tmp_path / "out"
+    assert cli_main(["eval", "pope", "--model", str(model), "--data", str(tmp_path / "data"), "--output-dir", str(out),
+                     "--max-new-tokens", "3", "--limit", "2"]) == 0
+    answers = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
+    # --limit is per category
+    assert [a["question_id"] for a in answers] == ["random-1", "random-2", "popular-1", "popular-2",
+                                                   "adversarial-1", "adversarial-2"]
+    results = json.loads((out / "results.json").read_text())
+    assert results["benchmark"] == "pope" and list(results["splits"]) == ["random", "popular", "adversarial"]
+    assert all(s["count"] == 2 for s in results["splits"].values())
+    records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [r["prediction"] for r in records] == [pope.yes_no(a["text"]) for a in answers]
+    assert "| random |" in (out / "results.md").read_text()
+
+    # an answer file scored against the built rows, and the original's files: the same numbers
+    answers_file, questions, ann = original_files(tmp_path)
+    by_row = {f"{c}-{i + 1}": text for c, items in CATEGORIES.items() for i, (_, _, text) in enumerate(items)}
+    write_json(tmp_path / "row_answers.jsonl", [{"question_id": q, "text": t} for q, t in by_row.items()], jsonl=True)
+    assert cli_main(["eval", "pope", "--answers", str(tmp_path / "row_answers.jsonl"), "--data",
+                     str(tmp_path / "data"), "--output-dir", str(tmp_path / "a")]) == 0
+    assert cli_main(["eval", "pope", "--answers", answers_file, "--questions", questions, "--annotation-dir", str(ann),
+                     "--output-dir", str(tmp_path / "b")]) == 0
+    a, b = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("a", "b"))
+    assert a["splits"] == b["splits"] and a["average"]["f1"] == pytest.approx((6 / 7 + 0.5 + 2 / 3) / 3)
+    from huggingface_hub import EvalResult
+
+    hub = [EvalResult(**entry) for entry in b["hub_results"]]
+    assert (hub[0].metric_name, hub[0].metric_value) == ("F1 (average of categories)", 67.46)
+    assert [(h.dataset_config, h.metric_type) for h in hub[1:3]] == [("random", "f1"), ("random", "accuracy")]
+    capsys.readouterr()
+    assert cli_main(["eval", "pope", "--answers", answers_file, "--output-dir", str(tmp_path / "c")]) == 2
+    assert "give --data" in capsys.readouterr().err

@@ -270,3 +270,42 @@ def test_flag_combinations_that_cannot_work(tmp_path, capsys):
     assert "--problems and --pid-splits go together" in capsys.readouterr().err
     assert cli_main(["eval", "scienceqa", "--answers", str(answers)]) == 2
     assert "give the questions: --data" in capsys.readouterr().err
+
+
+def test_end_to_end_on_a_tiny_model_from_builder_rows(tmp_path):
+    from data_helpers import builder_module, write_image
+    from inference_helpers import save_tiny_checkpoint
+
+    from hf_llava.cli import main as cli_main
+    from hf_llava.data.builder import build_to_disk
+
+    problems_json, splits_json, _ = write_files(tmp_path)
+    for pid in ("1", "3", "5", "7", "9"):
+        write_image(tmp_path / "images" / ("train" if pid == "9" else "test") / pid / "image.png", (0, 90, 200))
+    build_to_disk(builder_module("scienceqa").ScienceQA, str(tmp_path / "data"), problems=str(problems_json),
+                  splits=str(splits_json), image_root=str(tmp_path / "images"), format="QCM-A",
+                  split_names="train,test")  # an empty split (val) could not be loaded back by datasets
+    model = save_tiny_checkpoint(tmp_path / "model")
+    out = tmp_path / "out"
+    argv = ["eval", "scienceqa", "--model", str(model), "--data", str(tmp_path / "data"), "--output-dir", str(out),
+            "--max-new-tokens", "3", "--batch-size", "4", "--letter-instruction"]
+    assert cli_main(argv) == 0
+    answers = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
+    assert [a["question_id"] for a in answers] == SPLITS["test"] and {a["model_id"] for a in answers} == {"model"}
+    assert answers[0]["prompt"].endswith("(C) choice 2\nAnswer with the option's letter from the given choices "
+                                         "directly.")
+    results = json.loads((out / "results.json").read_text())
+    assert results["count"] == 8 and results["model"] == str(model) and results["failures"]["missing"] == 0
+    # the scores are those of the answers written: rescoring the file against ScienceQA's own files agrees
+    assert results["outputs"] == {a["question_id"]: a["text"] for a in answers}
+    assert cli_main(["eval", "scienceqa", "--answers", str(out / "answers.jsonl"), "--problems", str(problems_json),
+                     "--pid-splits", str(splits_json), "--output-dir", str(tmp_path / "rescored")]) == 0
+    rescored = json.loads((tmp_path / "rescored" / "results.json").read_text())
+    assert (rescored["results"], rescored["breakdown"]) == (results["results"], results["breakdown"])
+    assert cli_main(argv) == 0  # rerun: every answer is kept, none regenerated
+    assert [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()] == answers
+
+
+def test_rows_without_the_scienceqa_columns_are_refused():
+    with pytest.raises(UserError, match="the rows lack answer, num_choices, .* datasets_scripts/scienceqa.py"):
+        sqa.problems_from_rows([{"id": "1", "images": [], "messages": []}])
