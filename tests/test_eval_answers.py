@@ -171,3 +171,14 @@ def test_shapes_results_json_has_benchmark_and_hub_results(tmp_path):
         ("accuracy (color)", 75.0), ("accuracy (overall)", 75.0)]
     for hub in saved["hub_results"]:
         assert EvalResult(**hub).task_type == "visual-question-answering"
+
+
+def test_run_judge_through_the_batch_api_caches_like_live_calls(tmp_path, api_key):
+    with OpenAIServer(responder=lambda body: "8 9", batch_delay=0.1) as server:
+        settings = JudgeSettings(model="judge-x", base_url=server.url, batch_api=True, poll_interval=0.05,
+                                 progress=False)
+        replies = run_judge(requests(3), settings, tmp_path)
+        assert replies == {f"q{k}": "8 9" for k in range(3)} and replies.sent == 3
+        assert {e["endpoint"] for e in server.log} >= {"files", "batches", "batch"}  # not live chat calls
+        assert run_judge(requests(3), settings, tmp_path).sent == 0
+        assert sorted(server.requests_by_key().values()) == [1, 1, 1]

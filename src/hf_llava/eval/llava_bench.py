@@ -2,8 +2,8 @@
 
 Design notes
 - Rows come from datasets_scripts/llava_bench.py (or the Hub): question, category, the symbolic context the judge
-  sees (In-the-Wild: the caption; COCO: five captions, a blank line... as `hf_llava.data.llava_bench.context_text`
-  renders it) and the reference answer. The judge request is the original's: a system line, then `[Context]`,
+  sees (In-the-Wild: the caption; COCO: the captions, then `category: [x1, y1, x2, y2]` lines, to which
+  `judge_context` adds the original's blank line between the two) and the reference answer. The judge request is the original's: a system line, then `[Context]`,
   `[Question]`, the reference as `[Assistant 1]`, the model's answer as `[Assistant 2]`, and the category's rule
   prompt under `[System]`. Rule prompts are our own texts (`default_rules`), or `--rules FILE` in the original's
   rule.json format (`llava_bench_<category>` keys for In-the-Wild, `<category>` for COCO).
