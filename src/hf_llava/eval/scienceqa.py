@@ -404,7 +404,10 @@ def run(args: argparse.Namespace) -> int:
     paths = save_results(result, records, args.output_dir, model=args.model or args.model_id, settings=settings)
     print(markdown_table(table_rows(result, args.model or args.model_id or "model")))
     print(f"\nwritten to {args.output_dir}/: {', '.join(Path(p).name for p in paths.values())}")
-    return 0
+    failed = judge is not None and result["ensembles"]["judge"]["judge_failures"]
+    if failed:  # as llava-bench: the numbers stand, but a rerun would retry these calls alone
+        print(f"{failed} judge call(s) got no reply (ours kept there); rerun the command to retry them alone")
+    return 1 if failed else 0
 
 
 def add_parser(benchmarks) -> None:
