@@ -315,6 +315,7 @@ def test_bad_inputs_are_user_errors_naming_what_to_fix(tmp_path, api_key, capsys
         (["--answers", answers, "--data", data, "--judge-model", "j", "--rules", str(tmp_path / "a.jsonl"),
           "--output-dir", out], "--rules .*a.jsonl: cannot read it as JSON"),
         (["--reviews", answers, "--output-dir", out], r"answers.jsonl: line 1: needs 'tuple'"),
+        (["--reviews", answers, "--answers", answers, "--output-dir", out], "--reviews summarizes a review file alone"),
     ]
     for extra, message in cases:
         assert cli_main(["eval", "llava-bench", *extra]) == 2

@@ -238,11 +238,14 @@ def hub_results(summary: dict) -> list[dict]:
 
 
 def _score_rows(rows: list[dict], answers: dict[str, dict], args, variant: str):
-    """Judge every answered row; returns (review records, missing question ids, judge replies)."""
+    """Judge every answered row; returns (review records, missing question ids, judge settings, replies)."""
     from .judge import JudgeSettings, run_judge
 
     rules = load_rules(args.rules, variant) if args.rules else default_rules(variant)
     settings = JudgeSettings.from_args(args)
+    unknown = sorted({row["category"] for row in rows} - set(CATEGORIES))
+    if unknown:
+        raise UserError(f"--data {args.data}: unknown LLaVA-Bench categor(y/ies) {unknown}; expected {CATEGORIES}")
     answered = [row for row in rows if str(row["question_id"]) in answers]
     missing = [row["question_id"] for row in rows if str(row["question_id"]) not in answers]
     requests = {str(row["question_id"]): judge_messages(row, answers[str(row["question_id"])]["text"],
@@ -287,6 +290,8 @@ def run(args: argparse.Namespace) -> int:
     settings_out = {"failures_as_minus_one": args.failures_as_minus_one,
                     "rules": args.rules or "hf-llava defaults", "variant": args.variant}
     if args.reviews:
+        if args.model or args.answers or args.data:
+            raise UserError("--reviews summarizes a review file alone: drop --model, --answers and --data")
         settings_out["rules"] = None  # the judging happened elsewhere
         reviews = read_reviews(args.reviews)
         variant = args.variant if args.variant != "auto" else (
@@ -297,7 +302,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         if not (args.model or args.answers) or not args.data:
             raise UserError("give --data (the LLaVA-Bench rows) and --model or --answers; or --reviews FILE alone")
-        from .cli import answers_from_args
+        from .cli import ANSWER_FILE, answers_from_args
 
         dataset, rows = _rows(args)
         variant = args.variant if args.variant != "auto" else detect_variant([r["context"] for r in rows])
@@ -308,7 +313,7 @@ def run(args: argparse.Namespace) -> int:
                             max_new_tokens=None if args.answers else args.max_new_tokens,
                             batch_size=None if args.answers else args.batch_size)
         summary = {"benchmark": VARIANTS[variant][0], "model": args.model,
-                   "answers": args.answers or str(Path(args.output_dir) / "answers.jsonl"), "variant": variant,
+                   "answers": args.answers or str(Path(args.output_dir) / ANSWER_FILE), "variant": variant,
                    "judge_model": judge.model, "judge_response_models": replies.response_models,
                    "settings": settings_out, "questions": len(rows)}
     summary.update(failures=failure_counts(reviews),
