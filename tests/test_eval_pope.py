@@ -91,13 +91,15 @@ def test_original_files_bad_inputs(tmp_path):
     # the first and third random-category answers (lines 1 and 7) swapped: a.jpg and b.jpg trade places
     lines[0], lines[6] = lines[6], lines[0]
     (tmp_path / "swapped.jsonl").write_text("\n".join(lines) + "\n")
-    with pytest.raises(UserError, match=r"coco_pope_random.json: line 1 is about a.jpg but 'random' answer #1 in .* is about b.jpg"):
+    with pytest.raises(UserError, match=r"coco_pope_random.json: line 1 is about a.jpg but 'random' answer #1 in "
+                                        ".* is about b.jpg"):
         pope.score_original_files(tmp_path / "swapped.jsonl", questions, ann)
     (tmp_path / "short.jsonl").write_text("\n".join(lines[1:]) + "\n")
     with pytest.raises(UserError, match="5 answers to 'random' questions but .*coco_pope_random.json has 6 labels"):
         pope.score_original_files(tmp_path / "short.jsonl", questions, ann)
     (tmp_path / "stranger.jsonl").write_text(json.dumps({"question_id": 9999, "text": "yes"}) + "\n")
-    with pytest.raises(UserError, match="stranger.jsonl: the answer to question_id 9999 names a question .*llava_pope_test.jsonl does not"):
+    with pytest.raises(UserError, match="stranger.jsonl: the answer to question_id 9999 names a question "
+                                        ".*llava_pope_test.jsonl does not"):
         pope.score_original_files(tmp_path / "stranger.jsonl", questions, ann)
     (tmp_path / "ann" / "coco_pope_random.json").write_text('{"question_id": 1, "label": "maybe"}\n')
     with pytest.raises(UserError, match=r"coco_pope_random.json: record #0 \(line 1\) needs \"label\""):

@@ -237,7 +237,8 @@ def test_judge_request_holds_the_question_and_both_answers():
     (lambda f: f["problems"].unlink(), "--problems .*problems.json: no such file"),
     (lambda f: f["splits"].write_text(json.dumps({"test": ["1", "77"]})),
      "pid_splits.json: pid 77 of split 'test' is not in .*problems.json"),
-    (lambda f: f["splits"].write_text(json.dumps({"train": []})), r"pid_splits.json: no split 'test' \(has \['train'\]\)"),
+    (lambda f: f["splits"].write_text(json.dumps({"train": []})),
+     r"pid_splits.json: no split 'test' \(has \['train'\]\)"),
     (lambda f: f["problems"].write_text(json.dumps({**PROBLEMS, "1": {**PROBLEMS["1"], "answer": 7}})),
      "problems.json: problem 1 is malformed"),
     (lambda f: f["answers"].write_text(json.dumps({"question_id": "x1", "text": "A"}) + "\n"),
@@ -294,6 +295,7 @@ def test_end_to_end_on_a_tiny_model_from_builder_rows(tmp_path):
     assert [a["question_id"] for a in answers] == SPLITS["test"] and {a["model_id"] for a in answers} == {"model"}
     assert answers[0]["prompt"].endswith("(C) choice 2\nAnswer with the option's letter from the given choices "
                                          "directly.")
+    assert not list((tmp_path / "data").rglob("cache-*.arrow"))  # the instruction is added in memory
     results = json.loads((out / "results.json").read_text())
     assert results["count"] == 8 and results["model"] == str(model) and results["failures"]["missing"] == 0
     # the scores are those of the answers written: rescoring the file against ScienceQA's own files agrees

@@ -43,7 +43,7 @@ def question_files(spec: str | os.PathLike | list) -> dict[str, str]:
     files = []
     for path in paths:
         if os.path.isdir(path):
-            found = sorted(glob.glob(os.path.join(path, "*pope_*.json")) + glob.glob(os.path.join(path, "*pope_*.jsonl")))
+            found = sorted(glob.glob(os.path.join(path, "*pope_*.json*")))
             if not found:
                 raise UserError(f"{path}: no POPE files (<dataset>_pope_<category>.json) in this folder")
             files += found

@@ -155,7 +155,8 @@ def _percent(value: float | None) -> str:
 
 
 def markdown_table(splits: dict[str, dict]) -> str:
-    lines = ["| Category | F1 | Accuracy | Precision | Recall | Yes-ratio | Questions |", "|---|---|---|---|---|---|---|"]
+    lines = ["| Category | F1 | Accuracy | Precision | Recall | Yes-ratio | Questions |",
+             "|---|---|---|---|---|---|---|"]
     for category, m in splits.items():
         lines.append(f"| {category} | " + " | ".join(_percent(m[k]) for k in METRICS) + f" | {m['count']} |")
     if len(splits) > 1:

@@ -286,9 +286,9 @@ def with_letter_instruction(rows, instruction: str):
         return {"messages": messages}
 
     if hasattr(rows, "map"):
-        return rows.map(add, input_columns=["messages"], desc="adding the letter instruction")
+        # in memory: a cache file would be written into the user's --data folder
+        return rows.map(add, input_columns=["messages"], keep_in_memory=True, desc="adding the letter instruction")
     return [{**row, **add(row["messages"])} for row in rows]
-
 
 
 # ---------------------------------------------------------------- outputs
@@ -382,19 +382,18 @@ def run(args: argparse.Namespace) -> int:
                         f"{next(iter(answers))!r}) is a pid of split {args.split!r}: answers to another split or "
                         "benchmark?")
     second = read_second_answers(args.second_answers) if args.second_answers else None
-    ask_judge, judge = None, None
+    ask_judge, judge, replies = None, None, None
     if args.judge_model:
         from .judge import JudgeSettings, run_judge
 
         judge = JudgeSettings.from_args(args)
-        replies_seen = {}
 
         def ask_judge(requests):
-            replies_seen["replies"] = run_judge(requests, judge, args.output_dir, desc="judging disagreements")
-            return replies_seen["replies"]
+            nonlocal replies
+            replies = run_judge(requests, judge, args.output_dir, desc="judging disagreements")
+            return replies
     result, records = evaluate(problems, answers, second, ask_judge)
     if judge is not None:
-        replies = replies_seen["replies"]
         result["ensembles"]["judge"]["judge"] = {**judge.describe(), "response_models": replies.response_models,
                                                  "cost_usd": replies.cost_usd, "stopped": replies.stopped}
     settings = {"split": args.split, "data": args.data, "problems": args.problems, "pid_splits": args.pid_splits,
@@ -415,7 +414,8 @@ def add_parser(benchmarks) -> None:
     from .judge import add_judge_arguments
 
     parser = benchmarks.add_parser(
-        "scienceqa", help="ScienceQA: accuracy with the paper's breakdown, optional ensembles with a second answer file",
+        "scienceqa",
+        help="ScienceQA: accuracy with the paper's breakdown, optional ensembles with a second answer file",
         description="ScienceQA multiple choice, scored as the original eval_science_qa.py (the answer is a letter, "
         "or starts with \"X. \", or says \"The answer is X.\" exactly once; anything else is wrong) with the paper's "
         "breakdown (NAT/SOC/LAN, TXT/IMG/NO, G1-6/G7-12, Avg). Answer the rows of datasets_scripts/scienceqa.py "
