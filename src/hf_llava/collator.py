@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from .data.errors import BadRecordError, SkipReport
+from .errors import UserError
 
 IGNORE_INDEX = -100
 PLACEHOLDER_IMAGE = Image.new("RGB", (1, 1))
@@ -82,8 +83,12 @@ class MultimodalCollator:
                 samples.append(self.encode(row))
             except BadRecordError as error:
                 self.skips.bad(error)  # raises unless skip_bad_samples
-        if not samples:
-            raise ValueError(f"every sample of this batch was bad ({self.skips.summary()}); check the data")
+        if not samples:  # with skip_bad_samples (otherwise the first bad row raised): a batch cannot be empty
+            example = f", e.g. {self.skips.examples[-1]}" if self.skips.examples else ""
+            raise UserError(
+                f"every sample of this batch was bad (all {len(rows)}) and skipped (skip_bad_samples; "
+                f"{self.skips.summary()} so far{example}). Fix that cause (e.g. raise max_length) or remove those rows "
+                "from the data; a batch needs at least one good row")
         return self.pad(samples)
 
     def encode(self, row: dict) -> dict[str, torch.Tensor]:
@@ -96,7 +101,12 @@ class MultimodalCollator:
                 raise ValueError(f"row {row_id} has image_feature_ids but the collator has no feature_cache")
             processor, images = self.text_processor, [PLACEHOLDER_IMAGE] * len(feature_ids)
         else:
-            processor, images = self.processor, [image.convert("RGB") for image in row.get("images") or []]
+            images = row.get("images") or []
+            for k, image in enumerate(images):
+                if not isinstance(image, Image.Image):  # e.g. None: a row whose image was never stored
+                    raise BadRecordError("<batch>", row_id, f"image {k} is {type(image).__name__}, not an image",
+                                         "missing image")
+            processor, images = self.processor, [image.convert("RGB") for image in images]
         processor_kwargs = {"images": images or None}
         if self.max_length is not None:
             processor_kwargs.update(truncation=True, max_length=self.max_length)

@@ -19,6 +19,44 @@ from ..errors import UserError
 STAGES = (1, 2)
 
 
+def check_at_least(settings, **minimums) -> None:
+    """Refuse the first field of `settings` below its minimum (None means unset and passes), naming the key."""
+    for name, minimum in minimums.items():
+        value = getattr(settings, name)
+        if value is not None and value < minimum:
+            raise UserError(f"{name} must be at least {minimum}, got {value}: fix it in the --config YAML or with "
+                            f"--{name}")
+
+
+def check_training_values(training_args) -> None:
+    """SFTConfig values that transformers would take without complaint and then fail on deep inside training (a
+    batch size of 0), or silently reinterpret (a negative max_steps means "train by epochs")."""
+    check_at_least(training_args, per_device_train_batch_size=1, per_device_eval_batch_size=1,
+                   gradient_accumulation_steps=1, learning_rate=0, max_length=1)
+    if training_args.max_steps == 0 or training_args.max_steps < -1:
+        raise UserError(f"max_steps must be a number of optimizer steps (>= 1), or -1 to train num_train_epochs, "
+                        f"got {training_args.max_steps}")
+    if training_args.max_steps == -1 and training_args.num_train_epochs <= 0:
+        raise UserError(f"num_train_epochs must be > 0 (or set max_steps), got {training_args.num_train_epochs}")
+
+
+def parse_recipe(parser, argv: list[str] | None):
+    """`parser.parse_args_and_config(argv)` (a TrlParser), with what it reports of bad input as UserErrors: a
+    --config file that cannot be read or is not YAML, keys no dataclass has, values a dataclass refuses."""
+    import yaml
+
+    try:
+        return parser.parse_args_and_config(argv)
+    except UserError:
+        raise
+    except OSError as error:  # only the --config file is opened while parsing
+        raise UserError(f"--config {error.filename}: {error.strerror or error}") from error
+    except yaml.YAMLError as error:
+        raise UserError(f"--config: not valid YAML ({error})") from error
+    except ValueError as error:  # unknown keys (named in the message), refused values (TrainingArguments checks)
+        raise UserError(str(error)) from error
+
+
 @dataclass
 class DatasetSpec:
     """One source of a training mixture (canonical rows: `id`, `images`, `messages`).
@@ -136,6 +174,7 @@ class LlavaArguments:
     def __post_init__(self):
         if self.stage not in STAGES:
             raise UserError(f"stage must be 1 or 2, got {self.stage}")
+        check_at_least(self, length_grouping_megabatches=1, projector_lr=0, image_position_embedding_std=0)
         if isinstance(self.vision_feature_layer, int):  # YAML `vision_feature_layer: -2`
             self.vision_feature_layer = [self.vision_feature_layer]
         if isinstance(self.vision_tower_config, str):

@@ -42,8 +42,8 @@ import torch
 from torch.nn import functional as F
 
 from ..data.images import to_pil
-from ..errors import UserError
-from .arguments import DatasetSpec
+from ..errors import UserError, check_source
+from .arguments import DatasetSpec, check_at_least, parse_recipe
 
 DEFAULT_TEXT_CONFIG = {"hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 2,
                        "num_attention_heads": 4, "max_position_embeddings": 64}
@@ -63,7 +63,9 @@ class TowerArguments:
         default="smollm2", metadata={"help": "tokenizer for the captions (Hub id or path; 'smollm2': the bundled "
                                              "SmolLM2's)"})
     output_dir: str | None = field(
-        default=None, metadata={"help": "where the CLIPVisionModel and its image processor are saved"})
+        default=None, metadata={"help": "where the CLIPVisionModel and its image processor are saved (written only "
+                                        "when training succeeded)"})
+    overwrite: bool = field(default=False, metadata={"help": "replace a non-empty output_dir"})
 
     def __post_init__(self):
         missing = [name for name in ("datasets", "vision_tower_config", "output_dir") if not getattr(self, name)]
@@ -95,6 +97,10 @@ class ContrastiveSettings:
         metadata={"help": "CLIPTextConfig fields of the throw-away text tower (YAML mapping or JSON)"})
 
     def __post_init__(self):
+        check_at_least(self, steps=1, batch_size=2, learning_rate=0, weight_decay=0, warmup_ratio=0,
+                       max_grad_norm=0, projection_dim=1, heldout=0)
+        if self.warmup_ratio > 1:
+            raise UserError(f"warmup_ratio is a share of the steps (0 to 1), got {self.warmup_ratio}")
         if isinstance(self.text_config, str):
             self.text_config = json.loads(self.text_config)
 
@@ -273,15 +279,21 @@ def main(argv: list[str] | None = None, step_callback=None) -> dict:
     """Parse `argv` (default sys.argv[1:]), train and save the tower; returns (and prints) its summary."""
     from transformers import AutoTokenizer
 
+    from ..checkpoint import staged_output
     from .data import load_mixture
 
-    args, settings = make_parser().parse_args_and_config(argv)
+    args, settings = parse_recipe(make_parser(), argv)
     tokenizer_path = args.tokenizer
     if tokenizer_path == "smollm2":
         from ..smollm2 import smollm2_path
         tokenizer_path = smollm2_path()
-    summary = train_tower(load_mixture(args.datasets, settings.seed), args.vision_tower_config,
-                          AutoTokenizer.from_pretrained(tokenizer_path), args.output_dir, settings, step_callback)
+    else:
+        check_source(tokenizer_path, "tokenizer")
+    sources = [spec.path or spec.llava_json for spec in args.datasets]
+    # staged: a refused output_dir stops the run before training, and a failed run leaves nothing behind
+    with staged_output(args.output_dir, overwrite=args.overwrite, sources=sources, name="output_dir") as staging:
+        summary = train_tower(load_mixture(args.datasets, settings.seed), args.vision_tower_config,
+                              AutoTokenizer.from_pretrained(tokenizer_path), staging, settings, step_callback)
     print(json.dumps(summary, indent=2))
     return summary
 

@@ -34,6 +34,39 @@ def _is_saved_dataset(folder: Path) -> bool:
     return (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file()
 
 
+def _load_dataset(spec: DatasetSpec):
+    """`load_dataset` for a local data folder or a Hub id, after checking what datasets would misreport: a config
+    name that is not there (datasets lists a data folder's configs as ['default']), a multi-config `save_to_disk`
+    build given without `name` (datasets would read every config's files as one dataset), a path that is neither
+    a folder nor a Hub dataset."""
+    import datasets
+
+    folder = Path(spec.path)
+    if folder.is_dir():
+        configs = sorted(sub.name for sub in folder.iterdir() if _is_saved_dataset(sub))
+        if configs and spec.name is None:
+            raise UserError(f"dataset path {spec.path} holds the configs {configs} (built with save_to_disk): set "
+                            f"`name` to one of them, e.g. {{path: {spec.path}, name: {configs[0]}}}")
+        if not configs and spec.name is not None:
+            configs = datasets.get_dataset_config_names(spec.path)
+        if spec.name is not None and spec.name not in configs:
+            raise UserError(f"dataset path {spec.path} has no config {spec.name!r}; its configs: {configs}")
+    elif folder.exists():
+        raise UserError(f"dataset path {spec.path}: is a file; use `llava_json` for a LLaVA JSON file, or give the "
+                        "folder a builder wrote")
+    try:
+        if spec.name is not None and not folder.is_dir():
+            configs = datasets.get_dataset_config_names(spec.path)
+            if spec.name not in configs:
+                raise UserError(f"dataset {spec.path} (Hub) has no config {spec.name!r}; its configs: {configs}")
+        return datasets.load_dataset(spec.path, spec.name, split=spec.split)
+    except FileNotFoundError as error:  # datasets' DatasetNotFoundError and "Couldn't find any data file" are these
+        raise UserError(f"dataset path {spec.path}: no such folder, and no such Hub dataset ({error})") from error
+    except ConnectionError as error:  # most often a mistyped local path, looked up on an unreachable Hub
+        raise UserError(f"dataset path {spec.path}: no such folder, and the Hub could not be reached to look for a "
+                        f"dataset of that name ({error})") from error
+
+
 def load_source(spec: DatasetSpec, skip_bad: bool = False):
     """The rows of one source (one split), canonical columns only."""
     import datasets
@@ -41,6 +74,8 @@ def load_source(spec: DatasetSpec, skip_bad: bool = False):
     from ..data.schema import features
 
     if spec.llava_json is not None:
+        if not Path(spec.llava_json).is_file():
+            raise UserError(f"dataset llava_json {spec.llava_json}: no such file")
         dataset = datasets.Dataset.from_generator(
             _llava_json_rows, features=features(),
             gen_kwargs={"path": spec.llava_json, "image_root": spec.image_root, "skip_bad": skip_bad},
@@ -54,7 +89,7 @@ def load_source(spec: DatasetSpec, skip_bad: bool = False):
                     raise UserError(f"{local} has no split {spec.split!r} (it has {list(dataset)})")
                 dataset = dataset[spec.split]
         else:
-            dataset = datasets.load_dataset(spec.path, spec.name, split=spec.split)
+            dataset = _load_dataset(spec)
     if spec.where:
         absent = [column for column in spec.where if column not in dataset.column_names]
         if absent:

@@ -17,6 +17,7 @@ Design notes
 
 import logging
 import sys
+from pathlib import Path
 
 import datasets
 import transformers
@@ -24,7 +25,7 @@ from trl import ModelConfig, SFTConfig, TrlParser
 
 from ..collator import MultimodalCollator
 from ..errors import UserError
-from .arguments import LlavaArguments
+from .arguments import LlavaArguments, check_training_values, parse_recipe
 from .data import load_mixture, require_images
 from .feature_cache import cache_image_features
 from .model import load_model_and_processor, lora_config, prepare_quantized, set_trainable
@@ -54,10 +55,34 @@ def setup_logging(training_args: SFTConfig) -> None:
     datasets.utils.logging.set_verbosity(level)
 
 
+def remove_empty_folders(root: Path) -> None:
+    """Remove `root` and the folders under it, bottom up, if they hold no file (only empty folders are touched)."""
+    for folder in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    if root.is_dir() and not any(root.iterdir()):
+        root.rmdir()
+
+
 def main(argv: list[str] | None = None, callbacks: list | None = None):
     """Parse `argv` (default sys.argv[1:]), train, save the final checkpoint; returns the trainer."""
-    args, training_args, model_args = make_parser().parse_args_and_config(argv)
+    args, training_args, model_args = parse_recipe(make_parser(), argv)
+    check_training_values(training_args)
     setup_logging(training_args)
+    output_dir = Path(training_args.output_dir)
+    created = not output_dir.exists()
+    try:
+        return train(args, training_args, model_args, callbacks)
+    except BaseException:
+        # a run that failed (or was interrupted) leaves no empty output_dir that looks like a result; a folder that
+        # was there before, and any file written (checkpoints, cached features), stay
+        if created and output_dir.is_dir() and training_args.process_index == 0:
+            remove_empty_folders(output_dir)
+        raise
+
+
+def train(args: LlavaArguments, training_args: SFTConfig, model_args: ModelConfig, callbacks: list | None = None):
+    """Build the model, load the data, train and save (main's work after parsing); returns the trainer."""
     if model_args.load_in_4bit and not model_args.use_peft:
         raise UserError("load_in_4bit (QLoRA) trains a LoRA adapter on the 4-bit LLM: set use_peft true")
     if model_args.use_peft and args.stage == 1:
