@@ -134,7 +134,8 @@ def score_original_files(answers: str | os.PathLike, questions: str | os.PathLik
         predictions = []
         for n, ((answer, question), label) in enumerate(zip(pairs, labels)):
             image = question.get("image")
-            if image is not None and label.get("image") is not None and image != label["image"]:
+            if image is not None and label.get("image") is not None \
+                    and os.path.basename(image) != os.path.basename(label["image"]):  # a folder prefix may differ
                 raise UserError(f"{path}: line {n + 1} is about {label['image']} but {category!r} answer #{n + 1} "
                                 f"in {answers} (question_id {answer['question_id']}) is about {image}: the "
                                 "answers are not in the label file's order")
