@@ -184,25 +184,12 @@ def build_to_disk(builder_cls, output_dir: str, configs: list[str] | None = None
     return report
 
 
-def push_to_hub(output_dir: str, repo_id: str, private: bool = False, token: str | None = None) -> None:
-    """Push a folder written by `build_to_disk` (every config) and its card to a Hub dataset repo."""
-    from huggingface_hub import DatasetCard
+def push_to_hub(output_dir: str, repo_id: str, private: bool = False, token: str | None = None) -> str:
+    """Push a folder written by `build_to_disk` (every config and split, the card and build_report.json) to a Hub
+    dataset repo in one commit (hf_llava.hub.push_dataset); returns the commit URL."""
+    from ..hub import push_dataset
 
-    with open(os.path.join(output_dir, "build_report.json"), encoding="utf-8") as f:
-        report = json.load(f)
-    names = list(report["configs"])
-    multi = not os.path.exists(os.path.join(output_dir, "dataset_dict.json"))
-    for name in names:
-        dd = datasets.load_from_disk(os.path.join(output_dir, name) if multi else output_dir)
-        dd.push_to_hub(repo_id, config_name=name, private=private, token=token,
-                       commit_message=f"Upload {name} ({report['builder']})")
-    # push_to_hub wrote a README with the configs/dataset_info metadata; keep that metadata, add ours and our text
-    ours = DatasetCard.load(os.path.join(output_dir, "README.md"))
-    card = DatasetCard.load(repo_id, token=token)
-    for key, value in ours.data.to_dict().items():
-        setattr(card.data, key, value)
-    card.text = ours.text
-    card.push_to_hub(repo_id, token=token, commit_message="Dataset card")
+    return push_dataset(output_dir, repo_id, private=private, token=token)["url"]
 
 
 def _add_option_arguments(parser: argparse.ArgumentParser, config_cls) -> list[str]:
@@ -252,7 +239,10 @@ def main(builder_cls: type[CanonicalBuilder], argv: list[str] | None = None) -> 
                                          overwrite=args.overwrite, command=command, **kwargs))
         except BadRecordError as e:
             raise UserError(f"{e} (or pass --skip-bad to count and skip bad records)") from e
-        except (FileNotFoundError, ValueError) as e:  # the source readers' own errors name their input file
+        except OSError as e:  # an input that is missing, a folder, unreadable: named by its flag
+            flag = next((f"--{n.replace('_', '-')} " for n in names if kwargs[n] and kwargs[n] == e.filename), "")
+            raise UserError(f"{flag}{e.filename}: {e.strerror}" if e.filename else str(e)) from e
+        except ValueError as e:  # the source readers' own errors name their input file
             if isinstance(e, UserError):
                 raise
             raise UserError(str(e)) from e
@@ -266,8 +256,11 @@ def main(builder_cls: type[CanonicalBuilder], argv: list[str] | None = None) -> 
             skipped = f", {s['skipped']} skipped {s['by_problem']}" if s["skipped"] else ""
             print(f"{name}/{split}: {s['rows']} rows{skipped}")
     print(f"written to {os.path.abspath(args.output_dir)}")
-    if args.push_to_hub:
-        push_to_hub(args.output_dir, args.push_to_hub, private=args.private)
+    if args.push_to_hub:  # a missing token or an interrupted upload ends in one line too
+        code = run_command(parser.prog, lambda: push_to_hub(args.output_dir, args.push_to_hub, private=args.private),
+                           args.debug)
+        if code:
+            parser.exit(code)
         print(f"pushed to {args.push_to_hub}")
     return report
 

@@ -20,6 +20,7 @@ Example:
 
 import dataclasses
 
+from ..errors import at_least
 from . import shapes
 from .builder import CanonicalBuilder, CanonicalConfig, option
 from .coco import coco_features
@@ -27,9 +28,10 @@ from .coco import coco_features
 
 @dataclasses.dataclass
 class ShapesConfig(CanonicalConfig):
-    num_images: int = option(2000, "number of train scenes (every train split uses the same ones)")
-    num_eval_images: int = option(200, "number of held-out scenes (vqa gets 5 questions per scene)")
-    image_size: int = option(64, "image side in pixels")
+    num_images: int = option(2000, "number of train scenes (every train split uses the same ones)", type=at_least(1))
+    num_eval_images: int = option(200, "number of held-out scenes (vqa gets 5 questions per scene)",
+                                  type=at_least(0))
+    image_size: int = option(64, "image side in pixels", type=at_least(1))
     seed: int = option(0, "random seed; the same seed gives identical datasets")
     coco_dir: str = option(None, "with the scenes config: also write PNGs + COCO captions_/instances_<split>.json "
                                  "here (the data engine's input format)")
