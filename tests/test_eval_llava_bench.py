@@ -272,10 +272,10 @@ def test_resume_after_kill_9_mid_judging_repays_nothing_finished(tmp_path, api_k
 def test_end_to_end_on_a_tiny_model_then_rescoring_without_generating(tmp_path, api_key):
     data = build_bench(tmp_path, n=3)
     model = save_tiny_checkpoint(tmp_path / "model")
-    seen = []
+    seen = {}  # question number -> the judge's user message (requests arrive concurrently, in any order)
 
     def judge(body):
-        seen.append(body["messages"][1]["content"])
+        seen[question_of(body)] = body["messages"][1]["content"]
         return f"8 {question_of(body) + 5}"
 
     with OpenAIServer(responder=judge) as server:
