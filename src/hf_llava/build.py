@@ -15,6 +15,7 @@ Design notes
 """
 
 import argparse
+import re
 from pathlib import Path
 
 from .errors import UserError, check_source
@@ -284,4 +285,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="weights dtype (default: as stored)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists and is not empty")
     parser.add_argument("out", metavar="OUT", help="output directory (written only when the build succeeded)")
+    # argparse reads "-5,-2" as an unknown option (only "-5" passes as a negative number), so
+    # `--vision-feature-layer -5,-2` failed with "expected one argument"; take comma-separated negatives as values
+    parser._negative_number_matcher = re.compile(r"^-\d+(,-?\d+)*$")
     parser.set_defaults(func=run)
