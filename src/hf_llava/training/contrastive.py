@@ -283,17 +283,18 @@ def main(argv: list[str] | None = None, step_callback=None) -> dict:
     from .data import load_mixture
 
     args, settings = parse_recipe(make_parser(), argv)
-    tokenizer_path = args.tokenizer
-    if tokenizer_path == "smollm2":
-        from ..smollm2 import smollm2_path
-        tokenizer_path = smollm2_path()
-    else:
-        check_source(tokenizer_path, "tokenizer")
     sources = [spec.path or spec.llava_json for spec in args.datasets]
-    # staged: a refused output_dir stops the run before training, and a failed run leaves nothing behind
+    # staged: a refused output_dir stops the run before anything is loaded, and a failed run leaves nothing behind
     with staged_output(args.output_dir, overwrite=args.overwrite, sources=sources, name="output_dir") as staging:
-        summary = train_tower(load_mixture(args.datasets, settings.seed), args.vision_tower_config,
-                              AutoTokenizer.from_pretrained(tokenizer_path), staging, settings, step_callback)
+        dataset = load_mixture(args.datasets, settings.seed)
+        tokenizer_path = args.tokenizer
+        if tokenizer_path == "smollm2":
+            from ..smollm2 import smollm2_path
+            tokenizer_path = smollm2_path()
+        else:
+            check_source(tokenizer_path, "tokenizer")
+        summary = train_tower(dataset, args.vision_tower_config, AutoTokenizer.from_pretrained(tokenizer_path),
+                              staging, settings, step_callback)
     print(json.dumps(summary, indent=2))
     return summary
 
