@@ -314,8 +314,11 @@ def run_demo(out_dir: str | Path = "outputs/demo", settings: DemoSettings = Demo
         ("Timings", _timings(infos, reused, time.perf_counter() - start)),
         ("Settings", "```json\n" + json.dumps(asdict(settings), indent=2) + "\n```"),
     ])
-    print(f"\nreport: {paths['report']}\ngrid:   {paths['grid']}")
-    return {**infos, "chat": answer, "report": paths["report"], "grid": paths["grid"]}
+    from .hub import write_demo_card  # the model's card with these results (the repo's MODEL_CARD.md: hub/README.md)
+
+    card = write_demo_card(out)
+    print(f"\nreport: {paths['report']}\ngrid:   {paths['grid']}\ncard:   {card}")
+    return {**infos, "chat": answer, "report": paths["report"], "grid": paths["grid"], "card": card}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -33,6 +33,7 @@ import math
 import os
 import shutil
 import struct
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -48,8 +49,8 @@ MODEL_TAGS = ["hf-llava", "llava", "vision-language", "image-text-to-text"]
 REMOTE_CODE_TAG = "custom_code"
 DATASET_TAGS = ["llava", "hf-llava", "image-text-to-text"]
 REMOTE_CODE_FILES = ("configuration_hf_llava.py", "modeling_hf_llava.py", "processing_hf_llava.py")
-# Training-time artefacts that never belong in a model repo (the feature cache is hundreds of GB at LLaVA scale).
-MODEL_IGNORE = ["checkpoint-*", "checkpoint-*/**", "runs/**", "image_features/**", "*.partial-*", "demo_stage.json"]
+# Training-time artefacts that never belong in a model repo (with the feature cache, hundreds of GB at LLaVA scale).
+MODEL_IGNORE = ["checkpoint-*", "checkpoint-*/**", "runs/**", "demo_stage.json"]
 MAX_SHARD_BYTES = 500 * 2**20  # parquet shard size, as datasets' push_to_hub
 # From least to most restrictive; each adds conditions to the ones before it.
 LICENSE_ORDER = ["cc0-1.0", "unlicense", "mit", "bsd-2-clause", "bsd-3-clause", "apache-2.0", "cc-by-4.0",
@@ -194,8 +195,8 @@ def _eval_section(results: list[dict]) -> str:
         dataset = entry["dataset_name"] + (f" ({entry['dataset_config']})" if entry.get("dataset_config") else "")
         lines.append(f"| {entry.get('benchmark') or entry['task_type']} | {dataset} | {entry.get('dataset_split', '')}"
                      f" | {entry.get('metric_name') or entry['metric_type']} | {entry['metric_value']} |")
-    return "\n".join(lines) + "\n\nMeasured with `hf-llava eval` (greedy decoding); the same numbers are in this card's " \
-        "`model-index` metadata."
+    note = "Measured with `hf-llava eval` (greedy decoding); the same numbers are in the `model-index` metadata."
+    return "\n".join(lines) + "\n\n" + note
 
 
 # --------------------------------------------------------------------------------------------------------- licence
@@ -272,7 +273,7 @@ def render_model_card(inputs: dict, *, repo_id: str | None = None, eval_results:
         f"{p.get('license') or 'not recorded'} |" for p in parts) or "| not recorded | | |"
     license_note = (f"This model's licence: `{license}`, at least as strict as each part's." if license
                     else "No licence chosen yet (the parts' licences above decide what it can be).")
-    template = (resources.files("hf_llava") / "MODEL_CARD.md").read_text(encoding="utf-8")
+    template = (resources.files("hf_llava") / "model_card_template.md").read_text(encoding="utf-8")
     return ModelCard.from_template(
         card_data, template_str=template, model_name=model_name, repo_id=repo_id or "path/to/this/folder",
         vision_tower=display("vision tower", arch["vision_model_type"]),
@@ -292,8 +293,8 @@ NATIVE_CARD = """---
 
 # {{ model_name }}
 
-The transformers-native `llava` export of [{{ source }}]({{ source_url }}) (same weights, same outputs), made with
-`hf-llava convert --to llava-hf`. It needs no remote code, so vLLM, SGLang, lmms-eval and
+The transformers-native `llava` export of [{{ source }}](https://huggingface.co/{{ source }}) (same weights, same
+outputs), made with `hf-llava convert --to llava-hf`. It needs no remote code, so vLLM, SGLang, lmms-eval and
 `LlavaForConditionalGeneration` load it directly:
 
 ```python
@@ -303,18 +304,19 @@ model = LlavaForConditionalGeneration.from_pretrained("{{ repo_id }}")
 processor = AutoProcessor.from_pretrained("{{ repo_id }}")
 ```
 
-See [{{ source }}]({{ source_url }}) for the architecture, training, evaluation and limitations.
+See [{{ source }}](https://huggingface.co/{{ source }}) for the architecture, training, evaluation and limitations.
 """
 
 
-def render_native_card(source_card: ModelCard, source_repo: str, repo_id: str, endpoint: str) -> ModelCard:
+def render_native_card(source_card: ModelCard, source_repo: str, repo_id: str) -> ModelCard:
     """The card of the native-llava sibling: the source's metadata (licence, datasets, results), based on it."""
-    data = ModelCardData(**{**source_card.data.to_dict(), "base_model": [source_repo], "model_name": repo_id,
+    metadata = {k: v for k, v in source_card.data.to_dict().items() if k not in ("model-index", "model_name")}
+    data = ModelCardData(**{**metadata, "base_model": [source_repo],
                             "tags": [t for t in source_card.data.tags or [] if t != REMOTE_CODE_TAG]})
     if source_card.data.eval_results:
-        data.eval_results = source_card.data.eval_results
+        data.model_name, data.eval_results = repo_id, source_card.data.eval_results
     return ModelCard.from_template(data, template_str=NATIVE_CARD, model_name=repo_id, repo_id=repo_id,
-                                   source=source_repo, source_url=f"{endpoint}/{source_repo}")
+                                   source=source_repo)
 
 
 # -------------------------------------------------------------------------------------------------------- datasets
@@ -519,9 +521,15 @@ def upload(api: HfApi, staging: Path, repo_id: str, *, repo_type: str = "model",
             api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)
         commit = api.upload_folder(folder_path=staging, repo_id=repo_id, repo_type=repo_type, revision=revision,
                                    commit_message=commit_message, delete_patterns=delete_patterns)
-    except (HfHubHTTPError, OSError) as error:
-        raise UserError(f"upload to {repo_type} {repo_id} stopped ({type(error).__name__}: {error}); nothing was "
-                        "committed: run the same command again, files already sent are not sent again") from error
+    except Exception as error:
+        cause = error.__cause__ if isinstance(error, RuntimeError) else error  # LFS failures come wrapped
+        transfer = (isinstance(cause, (HfHubHTTPError, OSError))
+                    or type(cause).__module__.startswith(("httpx", "httpcore")))  # connection errors
+        if not transfer:
+            raise
+        reason = str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__
+        raise UserError(f"upload to {repo_type} {repo_id} stopped ({reason}); nothing was committed: run the same "
+                        "command again, files already sent are not sent again") from error
     return commit.commit_url
 
 
@@ -548,8 +556,11 @@ def assemble_model(folder: Path, staging: Path, card: ModelCard, inputs: dict) -
     """The checkpoint's files (weights hard-linked) with `card` as README.md and the card inputs next to it."""
     from huggingface_hub.utils import filter_repo_objects
 
+    from .training.feature_cache import CACHE_DIR
+
     files = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
-    for name in filter_repo_objects(files, ignore_patterns=[*MODEL_IGNORE, "README.md", CARD_INPUTS, "adapter/**"]):
+    ignore = [*MODEL_IGNORE, f"{CACHE_DIR}/**", "README.md", CARD_INPUTS]
+    for name in filter_repo_objects(files, ignore_patterns=ignore):
         _link_or_copy(folder / name, staging / name)
     card.save(staging / "README.md")
     write_card_inputs(inputs, staging)
@@ -584,8 +595,7 @@ def push_checkpoint(folder: str | Path, repo_id: str, *, token: str | None = Non
 
             native_dir = staging / "llava-hf"
             to_llava_hf(folder, native_dir)  # a model that cannot be exported fails here, before any upload
-            endpoint = api.endpoint if api is not None else HfApi().endpoint
-            render_native_card(card, repo_id, llava_hf_repo, endpoint).save(native_dir / "README.md")
+            render_native_card(card, repo_id, llava_hf_repo).save(native_dir / "README.md")
         outcome["staging"] = staging if dry_run is not None else None
         if api is None:
             return outcome
@@ -631,10 +641,18 @@ def push_dataset(folder: str | Path, repo_id: str, *, token: str | None = None, 
 
 
 # ------------------------------------------------------------------------------------------------------ collections
-def collection_items(api: HfApi, model_repo: str, extra: Iterable[tuple[str, str]] = ()) -> list[tuple[str, str, str]]:
+def collection_items(api: HfApi, model_repo: str, extra: Iterable[tuple[str, str]] = (),
+                     revision: str | None = None) -> list[tuple[str, str, str]]:
     """(item type, repo id, note) for a model, the Hub datasets its card names (training data and evaluation
-    benchmarks, with their numbers) and any `extra` (type, id) items; repos the Hub does not have are left out."""
-    card = ModelCard.load(model_repo, token=api.token)
+    benchmarks, with their numbers) and any `extra` (type, id) items; repos the Hub does not have are left out
+    (and logged)."""
+    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        card = ModelCard.load(api.hf_hub_download(model_repo, "README.md", revision=revision))
+    except (RepositoryNotFoundError, EntryNotFoundError) as error:
+        raise UserError(f"MODEL_REPO {model_repo}: no such model repo with a README.md on {api.endpoint} "
+                        f"({type(error).__name__}); publish it first with hub/push_model.py") from None
     data = card.data
     results = data.eval_results or []
     headline = "; ".join(f"{r.dataset_name} {r.metric_name or r.metric_type} {r.metric_value}" for r in results)
@@ -649,8 +667,49 @@ def collection_items(api: HfApi, model_repo: str, extra: Iterable[tuple[str, str
     items += [(kind, repo, "") for kind, repo in extra]
     seen, kept = set(), []
     for kind, repo, note in items:
-        if (kind, repo) in seen or not api.repo_exists(repo, repo_type=kind):
+        if (kind, repo) in seen:
+            continue
+        if not api.repo_exists(repo, repo_type=kind):
+            print(f"{kind} {repo} is not on {api.endpoint}: left out of the collection", file=sys.stderr)
             continue
         seen.add((kind, repo))
         kept.append((kind, repo, note))
     return kept
+
+
+# ---------------------------------------------------------------------------------------------- the reference card
+# The top-level MODEL_CARD.md is the card of the demo's stage-2 model (hf-llava demo) with its measured results,
+# rendered from the inputs checked in under hub/reference/ with these publishing settings. The demo writes the same
+# card into its output folder; `python hub/reference_card.py outputs/demo` copies a run's inputs in and rewrites it.
+REFERENCE_REPO = "hf-llava/shapes-smollm2-llava"
+REFERENCE_LICENSE = "apache-2.0"  # the demo's parts: its own tower, SmolLM2 (apache-2.0), synthetic shapes (apache-2.0)
+REFERENCE_DATASETS = ["hf-llava/synthetic-shapes"]  # where hub/README.md publishes the demo's data
+REFERENCE_DESCRIPTION = (
+    "The reference model of hf-llava, made by `hf-llava demo` on a CPU: a small CLIP vision tower (`tower`) trained "
+    "contrastively on the captions of synthetic scenes of coloured shapes, SmolLM2-135M-Instruct, a projector "
+    "trained in stage 1 (feature alignment) and LoRA + projector in stage 2 (instruction tuning). It answers "
+    "questions about such scenes (colour, shape, count, position, existence); it is a demonstration of the "
+    "pipeline, not a general assistant. See docs/demo.md in the hf-llava repository.")
+
+
+def reference_card(inputs: dict, results_files: Iterable[str | Path]) -> ModelCard:
+    """The demo model's card: its card inputs, the results.json files of its evaluation, the reference settings."""
+    inputs = {**inputs, "description": REFERENCE_DESCRIPTION}
+    return render_model_card(inputs, repo_id=REFERENCE_REPO, eval_results=read_eval_results(results_files),
+                             license=REFERENCE_LICENSE, datasets=REFERENCE_DATASETS,
+                             model_name="hf-llava shapes-smollm2 (demo model)")
+
+
+def write_demo_card(demo_dir: str | Path) -> Path:
+    """The demo's hook: its model's card (stage2-finetune + eval/results.json) as DEMO_DIR/MODEL_CARD.md."""
+    demo_dir = Path(demo_dir)
+    card = reference_card(read_card_inputs(demo_dir / "stage2-finetune"), [demo_dir / "eval" / "results.json"])
+    path = demo_dir / "MODEL_CARD.md"
+    path.write_text(str(card), encoding="utf-8")
+    return path
+
+
+def portable_inputs(inputs: dict) -> dict:
+    """Card inputs without the machine's paths: local parts are named by their folder name only."""
+    parts = [{**p, "name": p["name"] if p["hub"] else Path(p["name"]).name} for p in inputs["parts"]]
+    return {**inputs, "parts": parts}

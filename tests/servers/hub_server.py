@@ -19,6 +19,7 @@ Design choices:
   token is a 401 everywhere. Errors carry the `X-Error-Code` header the client maps to its exception types.
 - Every request is logged in `requests` as (method, unquoted path); a route this server lacks answers 404 with
   a message naming it and is recorded in `unknown_routes`, so a failing test says what is missing.
+- Collections: create, get and add an item (what hub/collection.py uses), one JSON file each.
 - Not supported: pull requests (`create_pr`), discussions, Xet storage, `.gitignore` (`shouldIgnore` is always
   false), pagination (one page always) and canonical single-segment repo ids such as "gpt2".
 
@@ -692,6 +693,66 @@ class _Handler(BaseHTTPRequestHandler):
             raise HubError(404, f"LFS object {oid} is not stored (or has another size)")
         self._json({})
 
+    # ---- collections (hub/collection.py): a JSON file per collection under root/collections ---------------------
+    def _collection_path(self, slug: str) -> Path:
+        if not re.fullmatch(r"[\w.-]+/[\w.-]+", slug):
+            raise HubError(400, f"Invalid collection slug {slug!r}")
+        return self.server.hub.store.root / "collections" / f"{slug.replace('/', '--')}.json"
+
+    def _collection(self, slug: str) -> dict:
+        path = self._collection_path(slug)
+        if not path.exists():
+            raise HubError(404, f"Collection {slug} not found")
+        collection = json.loads(path.read_text())
+        if collection["private"] and not self._authenticated():
+            raise HubError(404, f"Collection {slug} not found")
+        return collection
+
+    def _save_collection(self, collection: dict) -> None:
+        collection["lastUpdated"] = _now()
+        path = self._collection_path(collection["slug"])
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(collection))
+
+    def create_collection(self) -> None:
+        self._require_token()
+        payload = self._json_body()
+        namespace, title = payload.get("namespace") or self.server.hub.store.user, payload.get("title") or ""
+        if not title:
+            raise HubError(400, "A collection needs a title")
+        words = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+        slug = f"{namespace}/{words}-{hashlib.sha1(f'{namespace}/{title}'.encode()).hexdigest()[:24]}"
+        with self.server.hub.store.lock:
+            if self._collection_path(slug).exists():
+                raise HubError(409, "You already have a collection with this title", slug=slug)
+            collection = {"slug": slug, "title": title, "description": payload.get("description"),
+                          "owner": {"name": namespace, "type": "user"}, "items": [], "position": 0,
+                          "private": bool(payload.get("private")), "theme": "indigo", "upvotes": 0}
+            self._save_collection(collection)
+        self._json(collection)
+
+    def get_collection(self, slug: str) -> None:
+        self._json(self._collection(slug))
+
+    def add_collection_item(self, slug: str) -> None:
+        self._require_token()
+        payload = self._json_body()
+        item = payload.get("item") or {}
+        kind, item_id = item.get("type"), item.get("id")
+        if kind not in ("model", "dataset", "space"):
+            raise HubError(400, f"Unsupported collection item type {kind!r}")
+        self.server.hub.store.repo(kind, item_id)  # 404 for a repo that does not exist, as on the Hub
+        with self.server.hub.store.lock:
+            collection = self._collection(slug)
+            if any(i["type"] == kind and i["id"] == item_id for i in collection["items"]):
+                raise HubError(409, f"{kind} {item_id} is already in collection {slug}")
+            note = payload.get("note")
+            collection["items"].append({"_id": hashlib.sha1(f"{slug}/{kind}/{item_id}".encode()).hexdigest()[:24],
+                                        "id": item_id, "type": kind, "position": len(collection["items"]),
+                                        **({"note": {"text": note, "html": note}} if note else {})})
+            self._save_collection(collection)
+        self._json(collection)
+
     # ---- downloads ------------------------------------------------------------------------------------------
     def resolve(self, type: str, repo: str, rev: str, path: str) -> None:
         found = self._repo(type, repo)
@@ -756,6 +817,9 @@ _ROUTES = [
         ("POST", rf"{_LFS}/complete", "lfs_complete"),
         ("POST", rf"{_LFS}/verify", "lfs_verify"),
         ("GET|HEAD", rf"/{_GIT_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "resolve"),
+        ("POST", r"/api/collections", "create_collection"),
+        ("GET", r"/api/collections/(?P<slug>[^/]+/[^/]+)", "get_collection"),
+        ("POST", r"/api/collections/(?P<slug>[^/]+/[^/]+)/items", "add_collection_item"),
     ]
 ]
 

@@ -1,5 +1,6 @@
-"""Dataset cards for built datasets: Hub metadata (license, pretty name, tags) plus a body that states the
-source, the licence, the schema, row counts per config/split and what was skipped as bad input."""
+"""Dataset cards for built datasets: Hub metadata (license, pretty name, tags; through hf_llava.hub.dataset_card)
+plus a body that states the source, the licence, the schema, row counts per config/split and what was skipped as
+bad input. Publishing adds the `configs`/`dataset_info` metadata (hf_llava.hub.push_dataset)."""
 
 from __future__ import annotations
 
@@ -20,12 +21,9 @@ def _feature_lines(features: datasets.Features) -> list[str]:
 
 
 def render_card(builder_cls, info: datasets.DatasetInfo, built: dict, report: dict, multi: bool) -> str:
+    from ..hub import dataset_card
+
     title = getattr(builder_cls, "PRETTY_NAME", builder_cls.__name__)
-    yaml_lines = [
-        f"license: {builder_cls.LICENSE}",
-        f"pretty_name: {title}",
-        "tags:", "- llava", "- hf-llava", "- image-text-to-text",
-    ]
     lines = [f"# {title}", "", (builder_cls.__doc__ or "").strip().split("\n\n")[0], "",
              "## Source", "", builder_cls.SOURCE or "(not stated)", "",
              "## License", "", f"`{builder_cls.LICENSE}`. {builder_cls.LICENSE_NOTE}".strip(), "",
@@ -50,4 +48,4 @@ def render_card(builder_cls, info: datasets.DatasetInfo, built: dict, report: di
     lines += ["", "## Use", "", "```python", "from datasets import load_dataset", f"ds = {load}", "```"]
     if report.get("command"):
         lines += ["", f"Built with: `{report['command']}`"]
-    return "---\n" + "\n".join(yaml_lines) + "\n---\n\n" + "\n".join(lines) + "\n"
+    return str(dataset_card("\n".join(lines), pretty_name=title, license=builder_cls.LICENSE))

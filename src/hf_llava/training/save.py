@@ -13,8 +13,10 @@ Design notes
 - QLoRA: the adapter is merged onto the full-precision base (the same checkpoint loaded without `load_in_4bit`),
   so the final folder is an ordinary unquantised checkpoint; its outputs differ from the 4-bit training model by the
   NF4 rounding of the LLM. `output_dir/adapter` reloads onto a 4-bit base for the training model's exact outputs.
-- The push uploads the final folder with `upload_folder` to the repo the Trainer created (`hub_model_id`):
-  `Trainer.push_to_hub` would re-save the unmerged model and replace our model card.
+- The push uploads the final folder through `hf_llava.hub.push_checkpoint` to the repo the Trainer created
+  (`hub_model_id`): `Trainer.push_to_hub` would re-save the unmerged model and replace our model card.
+- A run started from a checkpoint (`model_name_or_path`, e.g. stage 2 from stage 1) inherits that checkpoint's
+  parts (tower, LLM, data) and training history in its card inputs, so the final card names everything.
 """
 
 import logging
@@ -22,8 +24,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..checkpoint import save_checkpoint
+from ..hub import CARD_INPUTS, push_checkpoint, read_card_inputs
 from .arguments import LlavaArguments
-from .feature_cache import CACHE_DIR
 from .model import load_model_and_processor
 
 logger = logging.getLogger(__name__)
@@ -56,16 +58,26 @@ def card_info(args: LlavaArguments, model_args, training_args, trainer) -> dict:
         base = " (full-precision base)" if model_args.load_in_4bit else ""
         lines.append(f"- LoRA r={model_args.lora_r}, alpha={model_args.lora_alpha}, merged into these weights{base} "
                      f"(adapter + projector in `{ADAPTER_DIR}/`)")
-    hub_datasets = [spec.path for spec in args.datasets if spec.path and not Path(spec.path).exists()]
+    training = "\n".join(lines)
+    parts = []
+    start = model_args.model_name_or_path
+    if start and (Path(start) / CARD_INPUTS).is_file():  # a later stage: the parts and history of the one before
+        previous = read_card_inputs(start)
+        parts = previous["parts"]
+        if previous.get("training"):
+            training = f"{previous['training']}\n\n{training}"
+    elif args.vision_tower_config:
+        parts = [{"kind": "model", "role": "vision tower", "name": "CLIP vision tower trained from scratch in this run",
+                  "hub": False, "license": None}]
     return dict(
         model_name=Path(training_args.output_dir).name,
         repo_id=getattr(trainer, "hub_model_id", None) or training_args.hub_model_id,
-        vision_tower=args.vision_tower or ("CLIP vision tower trained from scratch" if args.vision_tower_config
-                                           else None),
+        vision_tower=args.vision_tower,
         llm=args.llm,
         chat_template=args.chat_template or "see chat_template.jinja",
-        training="\n".join(lines),
-        datasets=hub_datasets or None,
+        training=training,
+        parts=parts,
+        datasets=[spec.path or spec.llava_json for spec in args.datasets],
     )
 
 
@@ -107,12 +119,9 @@ def save_final(trainer, processor, args: LlavaArguments, model_args, training_ar
 
 
 def _push(trainer, folder: Path, training_args) -> None:
-    from huggingface_hub import upload_folder
-
-    commit = upload_folder(
-        repo_id=trainer.hub_model_id, folder_path=folder, token=training_args.hub_token,
-        commit_message="End of training (hf-llava recipes/sft.py)",
-        # the feature cache is a training-time artefact (hundreds of GB at LLaVA scale), never part of a model repo
-        ignore_patterns=["checkpoint-*", "checkpoint-*/**", "runs/**", f"{CACHE_DIR}/**"],
-    )
-    logger.info("pushed %s to %s", folder, commit.commit_url)
+    # hf_llava.hub leaves out intermediate checkpoints, logs and the feature cache; no licence is demanded at the end
+    # of a run (the card states the parts' licences; hub/push_model.py --license sets one later)
+    outcome = push_checkpoint(folder, trainer.hub_model_id, token=training_args.hub_token,
+                              revision=training_args.hub_revision, private=bool(training_args.hub_private_repo),
+                              require_license=False, commit_message="End of training (hf-llava recipes/sft.py)")
+    logger.info("pushed %s to %s", folder, outcome["url"])
