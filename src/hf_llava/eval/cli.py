@@ -61,8 +61,8 @@ def run_shapes(args: argparse.Namespace) -> int:
     rows = load_rows(args.data, None if args.data else args.num_images, args.image_size, args.seed)
     model, processor = load_model(args.model)
     result = evaluate(model, processor, rows, args.batch_size, args.max_new_tokens, blank_image=args.blank_image)
-    settings = {"data": args.data, "num_images": None if args.data else args.num_images, "blank_image": args.blank_image,
-                "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens}
+    settings = {"data": args.data, "num_images": None if args.data else args.num_images,
+                "blank_image": args.blank_image, "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens}
     paths = save_results(result, args.output_dir, model=args.model, settings=settings)
     report = write_report(result, rows, args.output_dir, model=args.model)
     print(markdown_table(result))

@@ -3,10 +3,11 @@
 Design notes
 - Rows come from datasets_scripts/llava_bench.py (or the Hub): question, category, the symbolic context the judge
   sees (In-the-Wild: the caption; COCO: the captions, then `category: [x1, y1, x2, y2]` lines, to which
-  `judge_context` adds the original's blank line between the two) and the reference answer. The judge request is the original's: a system line, then `[Context]`,
-  `[Question]`, the reference as `[Assistant 1]`, the model's answer as `[Assistant 2]`, and the category's rule
-  prompt under `[System]`. Rule prompts are our own texts (`default_rules`), or `--rules FILE` in the original's
-  rule.json format (`llava_bench_<category>` keys for In-the-Wild, `<category>` for COCO).
+  `judge_context` adds the original's blank line between the two) and the reference answer. The judge request is
+  the original's: a system line, then `[Context]`, `[Question]`, the reference as `[Assistant 1]`, the model's
+  answer as `[Assistant 2]`, and the category's rule prompt under `[System]`. Rule prompts are our own texts
+  (`default_rules`), or `--rules FILE` in the original's rule.json format (`llava_bench_<category>` keys for
+  In-the-Wild, `<category>` for COCO).
 - Parse: the first line of the reply (stripped) must be exactly two numbers, separated by commas and/or spaces;
   anything else is a judge failure. The original split on single spaces, so "8, 9" failed there; it also scored
   every failure as [-1, -1] inside the means (`--failures-as-minus-one` reproduces that). By default failures are
@@ -81,7 +82,7 @@ def load_rules(path: str | Path, variant: str) -> dict[str, dict]:
     for category in CATEGORIES:
         key = prefix + category
         entry = data.get(key) if isinstance(data, dict) else None
-        if not (isinstance(entry, dict) and isinstance(entry.get("role"), str) and isinstance(entry.get("prompt"), str)):
+        if not (isinstance(entry, dict) and all(isinstance(entry.get(f), str) for f in ("role", "prompt"))):
             raise UserError(f"--rules {path}: needs a key {key!r} ({variant} variant) holding "
                             '{"role": "Assistant", "prompt": "..."} (the original rule.json format)')
         rules[category] = {"role": entry["role"], "prompt": entry["prompt"]}
