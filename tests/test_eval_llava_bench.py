@@ -308,6 +308,8 @@ def test_bad_inputs_are_user_errors_naming_what_to_fix(tmp_path, api_key, capsys
     cases = [
         (["--answers", answers, "--output-dir", out], "give --data"),
         (["--answers", answers, "--data", data, "--output-dir", out], "--judge-model is needed"),
+        # checked before anything is generated (no model is loaded from this missing folder)
+        (["--model", str(tmp_path / "no-model"), "--data", data, "--output-dir", out], "--judge-model is needed"),
         (["--answers", answers, "--data", str(tmp_path), "--judge-model", "j", "--output-dir", out],
          "not a saved dataset"),
         (["--answers", str(tmp_path / "c.jsonl"), "--data", data, "--judge-model", "j", "--output-dir", out],

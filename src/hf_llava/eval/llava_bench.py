@@ -238,15 +238,10 @@ def hub_results(summary: dict) -> list[dict]:
             for c, entry in summary["scores"].items() if entry["relative_score"] is not None]
 
 
-def _score_rows(rows: list[dict], answers: dict[str, dict], args, variant: str):
-    """Judge every answered row; returns (review records, missing question ids, judge settings, replies)."""
-    from .judge import JudgeSettings, run_judge
+def _score_rows(rows: list[dict], answers: dict[str, dict], args, variant: str, rules: dict, settings):
+    """Judge every answered row; returns (review records, missing question ids, judge replies)."""
+    from .judge import run_judge
 
-    rules = load_rules(args.rules, variant) if args.rules else default_rules(variant)
-    settings = JudgeSettings.from_args(args)
-    unknown = sorted({row["category"] for row in rows} - set(CATEGORIES))
-    if unknown:
-        raise UserError(f"--data {args.data}: unknown LLaVA-Bench categor(y/ies) {unknown}; expected {CATEGORIES}")
     answered = [row for row in rows if str(row["question_id"]) in answers]
     missing = [row["question_id"] for row in rows if str(row["question_id"]) not in answers]
     requests = {str(row["question_id"]): judge_messages(row, answers[str(row["question_id"])]["text"],
@@ -268,7 +263,7 @@ def _score_rows(rows: list[dict], answers: dict[str, dict], args, variant: str):
                         "answer2_id": answer.get("answer_id", answer["question_id"]),
                         "category": prefix + row["category"], "content": reply,
                         "tuple": list(scores) if scores else list(FAILURE), "failure": failure})
-    return reviews, missing, settings, replies
+    return reviews, missing, replies
 
 
 def _rows(args):
@@ -305,10 +300,17 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("give --data (the LLaVA-Bench rows) and --model or --answers; or --reviews FILE alone")
         from .cli import ANSWER_FILE, answers_from_args
 
+        from .judge import JudgeSettings
+
+        judge = JudgeSettings.from_args(args)  # every input is checked before the answers are generated
         dataset, rows = _rows(args)
+        unknown = sorted({row["category"] for row in rows} - set(CATEGORIES))
+        if unknown:
+            raise UserError(f"--data {args.data}: unknown LLaVA-Bench categories {unknown}; expected {CATEGORIES}")
         variant = args.variant if args.variant != "auto" else detect_variant([r["context"] for r in rows])
+        rules = load_rules(args.rules, variant) if args.rules else default_rules(variant)
         answers = answers_from_args(args, dataset)
-        reviews, missing, judge, replies = _score_rows(rows, answers, args, variant)
+        reviews, missing, replies = _score_rows(rows, answers, args, variant, rules, judge)
         settings_out.update(data=args.data, split=args.split, limit=args.limit, judge=judge.describe(),
                             judge_system="hf-llava default" if args.judge_system == SYSTEM else args.judge_system,
                             max_new_tokens=None if args.answers else args.max_new_tokens,
