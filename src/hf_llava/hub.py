@@ -628,10 +628,13 @@ def push_dataset(folder: str | Path, repo_id: str, *, token: str | None = None, 
             return {"card": card, "url": None, "staging": staging}
         remote = None
         if api.repo_exists(repo_id, repo_type="dataset"):
-            try:
-                remote = DatasetCard.load(repo_id, repo_type="dataset", token=api.token)
-            except Exception:  # no README yet, or one without metadata: nothing to keep
-                remote = None
+            for rev in dict.fromkeys([revision or "main", "main"]):  # a new branch starts from main's card
+                try:
+                    remote = DatasetCard.load(api.hf_hub_download(repo_id, "README.md", repo_type="dataset",
+                                                                  revision=rev))
+                    break
+                except Exception:  # no README (yet) on that revision: nothing to keep from it
+                    continue
         card, replaced = merge_dataset_card(card, remote)
         (staging / "README.md").write_text(str(card), encoding="utf-8")
         url = upload(api, staging, repo_id, repo_type="dataset", revision=revision, private=private,

@@ -88,6 +88,8 @@ def push_dataset_main(argv: list[str] | None = None) -> int:
 
 
 def collection_main(argv: list[str] | None = None) -> int:
+    from huggingface_hub import HfApi
+
     from .hub import collection_items, hub_api
 
     parser = argparse.ArgumentParser(
@@ -114,7 +116,7 @@ def collection_main(argv: list[str] | None = None) -> int:
         if kind not in ("model", "dataset", "space") or not repo:
             raise UserError(f"--item {item}: expected TYPE:ID with TYPE model, dataset or space")
         extra.append((kind, repo))
-    api = hub_api(args.token)
+    api = HfApi(token=args.token) if args.dry_run else hub_api(args.token)  # reading public cards needs no token
     items = collection_items(api, args.model, extra, revision=args.revision)
     title = args.title or f"{args.model.split('/')[-1]} (hf-llava)"
     plan = {"title": title, "namespace": args.namespace, "description": args.description,
