@@ -252,3 +252,13 @@ def test_interrupted_upload_changes_nothing_and_a_rerun_completes(hub_server, tm
     second = [path for method, path in hub_server.requests[start:] if method == "PUT" and path.startswith("/lfs/")]
     assert "model.safetensors" in api.list_repo_files(repo)
     assert 0 < len(second) < len(first)  # the files that got through before are not sent again
+
+
+def test_revision_publishes_to_a_branch_and_leaves_main_alone(trained, hub_server):
+    api = HfApi(token=hub_server.token)
+    repo = _repo(hub_server, "branch")
+    assert push_model_main([str(trained["out"]), repo, "--license", "mit", "--revision", "stage1", "--private",
+                            "--token", hub_server.token]) == 0
+    assert api.model_info(repo).private is True
+    assert api.list_repo_files(repo) == [".gitattributes"]
+    assert "model.safetensors" in api.list_repo_files(repo, revision="stage1")

@@ -68,8 +68,10 @@ def _is_local(name: str) -> bool:
 
 
 def _local_license(path: Path) -> str | None:
-    """The licence in the front matter of a local folder's README.md (our builders' and checkpoints' cards)."""
-    for folder in (path, path.parent):
+    """The licence in the front matter of a local folder's README.md (our builders' and checkpoints' cards); for
+    one config of a builder's output, the builder's card one level up."""
+    builder_config = (path.parent / "build_report.json").is_file()
+    for folder in (path, path.parent) if builder_config else (path,):
         readme = folder / "README.md"
         if readme.is_file():
             try:
@@ -498,8 +500,10 @@ def check_model_repo(api: HfApi, repo_id: str, model_type: str, revision: str | 
 
     try:
         path = api.hf_hub_download(repo_id, "config.json", revision=revision)
-    except (RepositoryNotFoundError, EntryNotFoundError, RevisionNotFoundError):
-        return  # a new repo, an empty one or a new branch
+    except RevisionNotFoundError:  # a new branch starts from main
+        return check_model_repo(api, repo_id, model_type) if revision not in (None, "main") else None
+    except (RepositoryNotFoundError, EntryNotFoundError):
+        return  # a new repo, or one without a model yet
     try:
         found = json.loads(Path(path).read_text(encoding="utf-8")).get("model_type")
     except (UnicodeDecodeError, json.JSONDecodeError):
