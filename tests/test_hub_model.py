@@ -144,14 +144,18 @@ def test_push_model_loads_without_hf_llava_and_carries_the_eval_results(trained,
     assert report["remote"]["tokens"] == expected
     assert report["native"]["tokens"] == expected
 
-    # the collection: the model (with its headline numbers), its training data, the native sibling; the benchmark
-    # datasets of its model-index are not on this Hub, so they are left out
+    # the collection: the model (with its headline numbers), its training data, the benchmark datasets of its
+    # model-index that the Hub has (with their numbers; lmms-lab/POPE is not on this Hub, so it is left out), and
+    # the native sibling
+    api = HfApi(token=hub_server.token)
+    api.create_repo("hf-llava/synthetic-shapes", repo_type="dataset", exist_ok=True)
     assert collection_main([repo, "--item", f"model:{native}", "--token", hub_server.token]) == 0
     slug = capsys.readouterr().out.strip().splitlines()[-1].rsplit("/collections/", 1)[1]
-    items = HfApi(token=hub_server.token).get_collection(slug).items
-    assert [(i.item_type, i.item_id) for i in items] == [("model", repo), ("dataset", trained["data_repo"]),
-                                                         ("model", native)]
-    assert "accuracy (overall) 41.5" in items[0].note
+    items = api.get_collection(slug).items
+    assert [(i.item_type, i.item_id) for i in items] == [
+        ("model", repo), ("dataset", trained["data_repo"]), ("dataset", "hf-llava/synthetic-shapes"), ("model", native)]
+    assert "accuracy (overall) 41.5" in items[0].note and "POPE F1 66.7" in items[0].note
+    assert items[2].note == "evaluation: accuracy (overall) 41.5; accuracy (color) 37.25"
 
 
 def test_dry_run_writes_the_repo_folder_and_sends_nothing(trained, hub_server, tmp_path, capsys):
