@@ -63,6 +63,21 @@ def test_scienceqa_builder_rows(tmp_path):
         build(cls, format="QCM-Z", **files)
 
 
+
+def test_a_built_folder_with_an_empty_split_opens(tmp_path):
+    # datasets cannot load_from_disk a saved split with no rows: the builder leaves the empty split out of the data
+    # and keeps it in the report (here ScienceQA's val, given no problems)
+    import json
+
+    from datasets import load_from_disk
+    from hf_llava.data.builder import build_to_disk
+
+    out = tmp_path / "sqa"
+    report = build_to_disk(builder_module("scienceqa").ScienceQA, str(out), skip_bad=True, **sqa_files(tmp_path))
+    assert sorted(load_from_disk(str(out))) == ["test", "train"]
+    assert report["configs"]["default"]["splits"]["val"]["rows"] == 0
+    assert json.loads((out / "build_report.json").read_text()) == report
+
 def bench_files(tmp_path, coco: bool):
     write_image(tmp_path / "img" / "001.jpg", (9, 9, 9), size=(2, 2), fmt="PNG")
     questions = [{"question_id": 0, "image": "001.jpg", "text": "What is shown?", "category": "conv"},

@@ -167,10 +167,12 @@ def build_to_disk(builder_cls, output_dir: str, configs: list[str] | None = None
                                 **config_kwargs)
             dd, info = _dataset_dict(builder), builder.info
             _require_rows(builder, dd)
-            dd.save_to_disk(os.path.join(final, name) if multi else final)
-            built[name] = dd
             report["configs"][name] = {
                 "splits": {s: {"rows": len(dd[s]), **builder.skip_reports[s].to_dict()} for s in dd}}
+            # an empty split is left out: datasets' load_from_disk cannot open a saved split with no rows
+            dd = datasets.DatasetDict({split: rows for split, rows in dd.items() if len(rows)})
+            dd.save_to_disk(os.path.join(final, name) if multi else final)
+            built[name] = dd
         with open(os.path.join(final, "README.md"), "w", encoding="utf-8") as f:
             f.write(render_card(builder_cls, info, built, report, multi=multi))
         with open(os.path.join(final, "build_report.json"), "w", encoding="utf-8") as f:
