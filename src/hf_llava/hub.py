@@ -98,7 +98,9 @@ def _architecture(config: dict, num_parameters: int) -> dict:
             "projector_type": config["projector_type"], "image_size": vision["image_size"],
             "patch_size": vision["patch_size"], "vision_feature_layer": config["vision_feature_layer"],
             "vision_feature_select_strategy": config["vision_feature_select_strategy"],
-            "image_seq_length": config["image_seq_length"], "num_parameters": num_parameters}
+            "image_seq_length": config["image_seq_length"],
+            "image_position_embedding": config.get("image_position_embedding_std", 0.0) > 0,
+            "num_parameters": num_parameters}
 
 
 def card_inputs(model, *, vision_tower: str | None = None, llm: str | None = None, chat_template: str | None = None,
@@ -285,8 +287,15 @@ def render_model_card(inputs: dict, *, repo_id: str | None = None, eval_results:
         description=inputs.get("description") or "",
         training=inputs.get("training") or "Not trained by hf-llava yet (composed or converted checkpoint).",
         evaluation=_eval_section(list(eval_results)), parts=parts_table, license_note=license_note,
-        llava_hf_repo=llava_hf_repo, **{**arch, "num_parameters": f"{arch['num_parameters'] / 1e6:,.1f} M"},
+        llava_hf_repo=llava_hf_repo, native_exportable=native_exportable(arch),
+        **{**arch, "num_parameters": f"{arch['num_parameters'] / 1e6:,.1f} M"},
     )
+
+
+def native_exportable(architecture: dict) -> bool:
+    """Whether `hf-llava convert --to llava-hf` can export it: native llava has only the mlp2x_gelu projector and no
+    per-position image embedding."""
+    return architecture["projector_type"] == "mlp2x_gelu" and not architecture.get("image_position_embedding")
 
 
 NATIVE_CARD = """---
