@@ -2,7 +2,7 @@
 
 Every command that produces a model (build, convert, train) saves through `save_checkpoint`, so every folder that
 reaches the Hub loads with `trust_remote_code=True` and explains itself in its README.md (rendered by hf_llava.hub
-from the package's MODEL_CARD.md template, with the card's inputs kept in hf_llava_card.json).
+from the package's model_card_template.md, with the card's inputs kept in hf_llava_card.json).
 
 Commands write through `staged_output`: a non-empty output folder is refused unless the user asked to overwrite it,
 an output that is (or contains) an input always, and the files go to a staging folder next to the output that is
