@@ -130,10 +130,15 @@ def collection_main(argv: list[str] | None = None) -> int:
         (Path(out) / "collection.json").write_text(json.dumps(plan, indent=2) + "\n", encoding="utf-8")
         print(f"dry run: nothing created; the plan is in {out / 'collection.json'}")
         return 0
-    collection = api.create_collection(title, namespace=args.namespace, description=args.description,
-                                       private=args.private, exists_ok=True)
-    for kind, repo, note in items:
-        api.add_collection_item(collection.slug, repo, kind, note=note or None, exists_ok=True)
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        collection = api.create_collection(title, namespace=args.namespace, description=args.description,
+                                           private=args.private, exists_ok=True)
+        for kind, repo, note in items:
+            api.add_collection_item(collection.slug, repo, kind, note=note or None, exists_ok=True)
+    except HfHubHTTPError as error:  # e.g. a namespace the token may not write to; a rerun adds what is missing
+        raise UserError(f"collection {title!r}: the Hub refused it ({str(error).splitlines()[0]})") from error
     print(f"collection: {collection.url}")
     return 0
 
