@@ -54,3 +54,14 @@ def test_demo_hook_and_refresh_from_a_demo_folder(tmp_path):
     copied = json.loads((root / "hub" / "reference" / CARD_INPUTS).read_text())
     # the machine's paths stay out of the checked-in inputs
     assert [p["name"] for p in copied["parts"]] == [tmp_path.name, "HuggingFaceTB/SmolLM2-135M-Instruct"]
+
+
+def test_a_checkpoint_saved_before_card_inputs_existed_is_described_from_its_files(tmp_path):
+    model, processor = tiny_llava()
+    folder = save_checkpoint(model, processor, tmp_path / "ckpt", llm="smollm2", datasets=["me/data"])
+    (folder / CARD_INPUTS).unlink()
+    inputs = read_card_inputs(folder)
+    assert inputs["architecture"]["num_parameters"] == model.num_parameters()  # from the safetensors headers
+    assert inputs["architecture"]["image_seq_length"] == model.config.image_seq_length
+    assert [(p["name"], p["license"]) for p in inputs["parts"]] == [
+        ("HuggingFaceTB/SmolLM2-135M-Instruct", "apache-2.0"), ("me/data", None)]  # from the old card's metadata

@@ -83,8 +83,8 @@ def _local_license(path: Path) -> str | None:
 
 def part(kind: str, role: str, name: str, license: str | None = None) -> dict:
     """One thing a checkpoint was made from: kind "model" or "dataset", `name` a Hub id or a local path."""
-    if name == BUNDLED_LLM[0]:
-        return {"kind": kind, "role": role, "name": BUNDLED_LLM[1], "hub": True, "license": BUNDLED_LLM[2]}
+    if name in BUNDLED_LLM[:2]:  # `--llm smollm2`, or the same model named by its Hub id
+        return {"kind": kind, "role": role, "name": BUNDLED_LLM[1], "hub": True, "license": license or BUNDLED_LLM[2]}
     local = _is_local(name)
     if local and license is None:
         license = _local_license(Path(name).expanduser())
@@ -145,9 +145,15 @@ def read_card_inputs(folder: str | Path) -> dict:
             raise UserError(f"{saved}: not valid JSON ({error}); delete it to describe the checkpoint from "
                             "config.json alone") from error
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    parts = []
+    if (folder / "README.md").is_file():  # a card from before hf_llava_card.json: its metadata names the parts
+        data = ModelCard.load(folder / "README.md", ignore_metadata_errors=True).data.to_dict()
+        listed = [("model", "base model", data.get("base_model")), ("dataset", "training data", data.get("datasets"))]
+        for kind, role, names in listed:
+            parts += [part(kind, role, name) for name in ([names] if isinstance(names, str) else names or [])]
     return {"format": 1, "model_name": None, "repo_id": None,
             "architecture": _architecture(config, _safetensors_parameters(folder)), "chat_template": None,
-            "description": "", "training": None, "parts": [], "license": None}
+            "description": "", "training": None, "parts": parts, "license": None}
 
 
 def write_card_inputs(inputs: dict, folder: str | Path) -> Path:
