@@ -480,3 +480,22 @@ def test_stage1_refuses_text_only_rows_or_skips_them(parts, tmp_path):
         sft.main(args)
     trainer = sft.main(args + ["--skip_bad_samples", "true"])
     assert len(trainer.train_dataset) == 6 and not any(str(i).startswith("t") for i in trainer.train_dataset["id"])
+
+
+class OutputDirAtTrainBegin(TrainerCallback):
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.existed = Path(args.output_dir).is_dir()
+
+
+def test_a_failed_run_leaves_no_empty_output_dir_and_keeps_the_users_folder(parts, tmp_path):
+    from hf_llava.data.errors import BadRecordError
+
+    # max_length 8 cuts every row's image tokens: the first batch fails inside training, after output_dir was made
+    seen = OutputDirAtTrainBegin()
+    with pytest.raises(BadRecordError, match="truncation cut image tokens"):
+        sft.main(stage1_args(parts, tmp_path / "new", "--max_steps", "1", "--max_length", "8"), callbacks=[seen])
+    assert seen.existed and not (tmp_path / "new").exists()
+    (tmp_path / "mine").mkdir()  # a folder that was there before stays, even empty
+    with pytest.raises(BadRecordError):
+        sft.main(stage1_args(parts, tmp_path / "mine", "--max_steps", "1", "--max_length", "8"))
+    assert (tmp_path / "mine").is_dir()

@@ -25,9 +25,16 @@ def _llava_json_rows(path: str, image_root: str | None, skip_bad: bool):
     from ..data.llava_json import iter_llava_json
 
     report = SkipReport(skip_bad=skip_bad)
-    yield from iter_llava_json(path, image_root, report)
+    rows = 0
+    for rows, row in enumerate(iter_llava_json(path, image_root, report), 1):
+        yield row
     if report.total:
         logger.warning("%s: %s", path, report.summary())
+    if not rows:  # datasets would only say 'Instruction "train" corresponds to no data!'
+        if report.total:
+            raise UserError(f"llava_json {path}: every record was skipped ({report.summary()}), e.g. "
+                            f"{report.examples[0]}; fix that cause (a wrong image_root?)")
+        raise UserError(f"llava_json {path}: has no records")
 
 
 def _is_saved_dataset(folder: Path) -> bool:
@@ -76,10 +83,15 @@ def load_source(spec: DatasetSpec, skip_bad: bool = False):
     if spec.llava_json is not None:
         if not Path(spec.llava_json).is_file():
             raise UserError(f"dataset llava_json {spec.llava_json}: no such file")
-        dataset = datasets.Dataset.from_generator(
-            _llava_json_rows, features=features(),
-            gen_kwargs={"path": spec.llava_json, "image_root": spec.image_root, "skip_bad": skip_bad},
-        )
+        try:
+            dataset = datasets.Dataset.from_generator(
+                _llava_json_rows, features=features(),
+                gen_kwargs={"path": spec.llava_json, "image_root": spec.image_root, "skip_bad": skip_bad},
+            )
+        except datasets.exceptions.DatasetGenerationError as error:
+            if isinstance(error.__cause__, UserError):  # a bad record, or no rows: show it, not the wrapper
+                raise error.__cause__ from None
+            raise
     else:
         local = Path(spec.path, spec.name or "")
         if _is_saved_dataset(local):
@@ -150,6 +162,8 @@ def require_images(dataset, skip_bad: bool = False):
     if not skip_bad:
         raise UserError(f"{message}. Remove them from the stage-1 mixture (train them in stage 2), or set "
                          "skip_bad_samples to drop them")
+    if len(text_only) == len(dataset):
+        raise UserError(f"{message}: skipping them (skip_bad_samples) would leave no row to train on")
     logger.warning("%s; skipped (skip_bad_samples)", message)
     keep = sorted(set(range(len(dataset))) - set(text_only))
     return dataset.select(keep)
