@@ -266,3 +266,18 @@ def test_revision_publishes_to_a_branch_and_leaves_main_alone(trained, hub_serve
     assert api.model_info(repo).private is True
     assert api.list_repo_files(repo) == [".gitattributes"]
     assert "model.safetensors" in api.list_repo_files(repo, revision="stage1")
+
+
+def test_a_later_stage_inherits_the_parts_and_history_of_its_start(trained, tmp_path):
+    out = tmp_path / "stage2"
+    sft.main(["--model_name_or_path", str(trained["out"]), "--datasets",
+              json.dumps({"path": trained["data_repo"], "name": "vqa"}), "--output_dir", str(out), "--stage", "2",
+              "--max_steps", "1", "--per_device_train_batch_size", "2", "--use_cpu", "true", "--bf16", "false",
+              "--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true",
+              "--activation_checkpointing", "false"])
+    inputs = json.loads((out / CARD_INPUTS).read_text())
+    first = json.loads((trained["out"] / CARD_INPUTS).read_text())
+    assert [p for p in inputs["parts"] if p["kind"] == "model"] == [p for p in first["parts"] if p["kind"] == "model"]
+    assert any(p["name"] == trained["data_repo"] for p in inputs["parts"])  # stage 1's and stage 2's data: one part
+    assert inputs["training"].startswith(first["training"]) and "stage 2" in inputs["training"]
+    assert ModelCard.load(out / "README.md").data.datasets == [trained["data_repo"]]

@@ -24,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..checkpoint import save_checkpoint
-from ..hub import CARD_INPUTS, push_checkpoint, read_card_inputs
+from ..hub import push_checkpoint, read_card_inputs
 from .arguments import LlavaArguments
 from .model import load_model_and_processor
 
@@ -61,7 +61,7 @@ def card_info(args: LlavaArguments, model_args, training_args, trainer) -> dict:
     training = "\n".join(lines)
     parts = []
     start = model_args.model_name_or_path
-    if start and (Path(start) / CARD_INPUTS).is_file():  # a later stage: the parts and history of the one before
+    if start and (Path(start) / "config.json").is_file():  # a later stage: the parts and history of the one before
         previous = read_card_inputs(start)
         parts = previous["parts"]
         if previous.get("training"):
