@@ -113,6 +113,24 @@ def make_client(base_url: str | None, settings: Settings):
     return AsyncOpenAI(base_url=base_url, max_retries=settings.max_retries, timeout=settings.timeout)
 
 
+def send_requests(todo: list[Request], *, base_url: str | None, settings: Settings, cache: ResponseCache,
+                  budget: CostBudget, progress: Progress, batch_api: bool = False, work_dir=None,
+                  poll_interval: float = 30.0, batch_size: int = 50_000) -> str | None:
+    """Send `todo` live or through the Batch API (in `work_dir`), recording every outcome in `cache`; returns why
+    the run stopped early (the cost cap), else None. Shared by the data engine and the evaluation judge."""
+    if not todo:
+        return None
+    client = make_client(base_url, settings)
+    if batch_api:
+        from .batch import run_batch
+
+        return asyncio.run(run_batch(todo, client=client, cache=cache, budget=budget, settings=settings,
+                                     progress=progress, work_dir=work_dir, poll_interval=poll_interval,
+                                     batch_size=batch_size))
+    return asyncio.run(run_live(todo, client=client, cache=cache, budget=budget, settings=settings,
+                                progress=progress))
+
+
 async def run_live(requests: Iterable[Request], *, client, cache: ResponseCache, budget: CostBudget,
                    settings: Settings, progress: Progress) -> str | None:
     """Send every request once; returns why it stopped early ("cost cap") or None when all were tried."""

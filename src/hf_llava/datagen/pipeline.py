@@ -18,7 +18,6 @@ Design notes
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -28,7 +27,7 @@ from ..data.coco import CocoImage, load_coco, symbolic_context
 from ..errors import UserError
 from . import TYPES
 from .cache import Key, ResponseCache
-from .engine import Progress, Request, Settings, make_client, run_live
+from .engine import Progress, Request, Settings, send_requests
 from .export import collect, judge, reject_counts, write_outputs
 from .pricing import CostBudget, PriceTable
 from .prompts import DEFAULT_VERSION, USES_BOXES, load_prompts
@@ -172,20 +171,10 @@ def generate(cfg: GenerateConfig) -> dict:
                             batch=cfg.batch_api, spent=spent_before)
         progress = Progress(len(todo), budget, lambda key, record: judge(key, record, prompts)[1],
                             desc="batch api" if cfg.batch_api else "generate", disable=None if cfg.progress is None else not cfg.progress)
-        stopped = None
         try:
-            if todo:
-                client = make_client(cfg.base_url, settings)
-                if cfg.batch_api:
-                    from .batch import run_batch
-
-                    stopped = asyncio.run(run_batch(todo, client=client, cache=cache, budget=budget,
-                                                    settings=settings, progress=progress,
-                                                    work_dir=out / "batches", poll_interval=cfg.poll_interval,
-                                                    batch_size=cfg.batch_size))
-                else:
-                    stopped = asyncio.run(run_live(todo, client=client, cache=cache, budget=budget,
-                                                   settings=settings, progress=progress))
+            stopped = send_requests(todo, base_url=cfg.base_url, settings=settings, cache=cache, budget=budget,
+                                    progress=progress, batch_api=cfg.batch_api, work_dir=out / "batches",
+                                    poll_interval=cfg.poll_interval, batch_size=cfg.batch_size)
         finally:
             progress.close()
 

@@ -2,7 +2,7 @@
 
 Design notes
 - `run_judge` sends each chat request (a key -> messages dict) to any OpenAI-compatible endpoint with the data
-  engine (`hf_llava.datagen.engine.run_live`, or its Batch API path): bounded concurrency, the client's retries
+  engine (`hf_llava.datagen.engine.send_requests`: live or Batch API): bounded concurrency, the client's retries
   with backoff on 429/5xx/timeouts, `--judge-max-cost` never passed. Every reply is appended to
   `<cache_dir>/judge_cache.jsonl` (fsync) before it counts, so a rerun after a crash or kill -9 re-pays nothing
   that finished; calls that failed after their retries are retried by the next run.
@@ -16,7 +16,6 @@ Design notes
 from __future__ import annotations
 
 import argparse
-import asyncio
 import hashlib
 import json
 import os
@@ -109,7 +108,7 @@ def run_judge(requests: dict[str, list[dict]], settings: JudgeSettings, cache_di
 
     from ..datagen.batch import BatchError
     from ..datagen.cache import CacheLockedError, Key, ResponseCache
-    from ..datagen.engine import FatalRequestError, Progress, Request, Settings, make_client, run_live
+    from ..datagen.engine import FatalRequestError, Progress, Request, Settings, send_requests
     from ..datagen.pricing import CostBudget, PriceTable
 
     for key in requests:
@@ -138,20 +137,10 @@ def run_judge(requests: dict[str, list[dict]], settings: JudgeSettings, cache_di
             raise UserError(f"--judge-max-cost: {e}") from None
         progress = Progress(len(todo), budget, lambda key, record: None, desc=desc,
                             disable=None if settings.progress is None else not settings.progress)
-        stopped = None
         try:
-            if todo:
-                client = make_client(settings.base_url, engine_settings)
-                if settings.batch_api:
-                    from ..datagen.batch import run_batch
-
-                    stopped = asyncio.run(run_batch(todo, client=client, cache=cache, budget=budget,
-                                                    settings=engine_settings, progress=progress,
-                                                    work_dir=cache_dir / "judge_batches",
-                                                    poll_interval=settings.poll_interval, batch_size=50_000))
-                else:
-                    stopped = asyncio.run(run_live(todo, client=client, cache=cache, budget=budget,
-                                                   settings=engine_settings, progress=progress))
+            stopped = send_requests(todo, base_url=settings.base_url, settings=engine_settings, cache=cache,
+                                    budget=budget, progress=progress, batch_api=settings.batch_api,
+                                    work_dir=cache_dir / "judge_batches", poll_interval=settings.poll_interval)
         except (FatalRequestError, BatchError) as e:
             raise UserError(f"judge {settings.model}: {e} (check --judge-base-url, --judge-model and "
                             "OPENAI_API_KEY; finished judgements are kept)") from None
